@@ -150,7 +150,8 @@ def feature_extractor(model, layers=None, name=None):
 
     Returns:
         A `keras.Model` sharing `model`'s layers and weights, whose outputs
-        are a list in the order of `layers`.
+        are a list in the order of `layers`. When only conv-stack layers are
+        asked for, it accepts images of any size (at least 32x32).
 
     Example:
     ```python
@@ -159,16 +160,31 @@ def feature_extractor(model, layers=None, name=None):
     style, content = extract(keras_vgg.preprocess_input(images))
     ```
     """
+    chain = _chain(model)
     if layers is None:
-        chain = _chain(model)
         layers = [before.name for before, layer in zip(chain, chain[1:])
                   if layer.name.endswith("_pool") and layer.name.startswith("block")]
     if isinstance(layers, str):
         layers = [layers]
-    available = [layer.name for layer in model.layers]
+    available = [layer.name for layer in chain]
     unknown = [n for n in layers if n not in available]
     if unknown or not layers:
         raise ValueError(f"Unknown layer(s) {unknown} for model {model.name!r}. "
                          f"Received: layers={list(layers)}. Available: {available}")
-    outputs = [model.get_layer(n).output for n in layers]
-    return keras.Model(model.inputs, outputs, name=name or f"{model.name}_features")
+    name = name or f"{model.name}_features"
+    depth = max(available.index(n) for n in layers)
+    if "flatten" in available[:depth + 1]:
+        # The head needs the model's own input size.
+        return keras.Model(model.input, [model.get_layer(n).output for n in layers],
+                           name=name)
+    # Convolutional features only: re-apply the same layers to an input of any
+    # spatial size, so perceptual losses work on whole images.
+    shape = list(model.input.shape[1:])
+    spatial = [0, 1] if keras.config.image_data_format() == "channels_last" else [1, 2]
+    for i in spatial:
+        shape[i] = None
+    inputs = keras.Input(tuple(shape))
+    x, outputs = inputs, {}
+    for layer in chain[:depth + 1]:
+        x = outputs[layer.name] = layer(x)
+    return keras.Model(inputs, [outputs[n] for n in layers], name=name)

@@ -119,8 +119,19 @@ def test_feature_extractor(rng):
     default = keras_vgg.feature_extractor(model)
     assert [t.shape[1] for t in default(x)] == [64, 32, 16, 8, 4]
     bn = keras_vgg.VGG(11, batch_norm=True, include_top=False, **TINY)
-    assert [t.name for t in keras_vgg.feature_extractor(bn).outputs] == [
-        t.name for t in [bn.get_layer(f"block{b}_relu{i}").output
-                         for b, i in [(1, 1), (2, 1), (3, 2), (4, 2), (5, 2)]]]
+    explicit = [f"block{b}_relu{i}" for b, i in [(1, 1), (2, 1), (3, 2), (4, 2), (5, 2)]]
+    x = rng.normal(size=(1, 64, 64, 3)).astype("float32")
+    for d, e in zip(keras_vgg.feature_extractor(bn)(x),
+                    keras_vgg.feature_extractor(bn, explicit)(x)):
+        np.testing.assert_array_equal(d, e)
+    # Conv features work at any size, even from a fixed-size classifier...
+    full = keras_vgg.VGG16(**TINY)
+    f = keras_vgg.feature_extractor(full, ["block2_pool", "block3_conv1"])
+    assert [t.shape for t in f(np.zeros((1, 96, 160, 3), "float32"))] == [
+        (1, 24, 40, 8), (1, 24, 40, 8)]
+    # ...and the head is available at the model's own size.
+    f = keras_vgg.feature_extractor(full, ["fc2", "block5_pool"])
+    assert [t.shape for t in f(np.zeros((1, 224, 224, 3), "float32"))] == [
+        (1, 32), (1, 7, 7, 16)]
     with pytest.raises(ValueError, match=r"Unknown layer\(s\) \['conv9'\]"):
         keras_vgg.feature_extractor(model, ["conv9"])
