@@ -65,8 +65,16 @@ def pretrained_file(config, batch_norm, weights, include_top):
     """Fetches (or finds cached) the file for a named set of weights."""
     entry = PRETRAINED[(config, batch_norm)][weights]
     file = entry.top if include_top else entry.notop
-    return keras.utils.get_file(file.fname, file.url, cache_subdir="models",
-                                file_hash=file.md5)
+    try:
+        return keras.utils.get_file(file.fname, file.url, cache_subdir="models",
+                                    file_hash=file.md5)
+    except Exception as e:  # get_file raises a bare Exception on network errors
+        cached = os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "models",
+                              file.fname)
+        raise RuntimeError(
+            f"Could not fetch the {weights!r} weights ({file.fname}) from "
+            f"{file.url}: {e}. Offline, copy the file (md5 {file.md5}) to "
+            f"{cached}, or pass weights=<path to the file>.") from e
 
 
 def load_weights(model, path):

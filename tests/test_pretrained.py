@@ -78,6 +78,20 @@ def test_imagenet_weights_through_keras_cache(tmp_path, monkeypatch, rng, image)
     assert ours.count_params() == entry.num_params
 
 
+def test_missing_imagenet_file_offline_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(tmp_path))
+    entry = weights_lib.PRETRAINED["E", False]["imagenet"]
+    unreachable = weights_lib.WeightsFile(entry.notop.fname,
+                                          "http://127.0.0.1:9/" + entry.notop.fname,
+                                          entry.notop.md5)
+    monkeypatch.setitem(weights_lib.PRETRAINED, ("E", False), {"imagenet": (
+        weights_lib.PretrainedWeights(top=entry.top, notop=unreachable,
+                                      num_params=entry.num_params))})
+    with pytest.raises(RuntimeError, match=r"vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+                       r".*Offline, copy the file \(md5 253f8cb515780f3b799900260a226db6\)"):
+        keras_vgg.VGG19(weights="imagenet", include_top=False)
+
+
 def test_pretrained_metadata_is_consistent():
     for (config, batch_norm), entries in weights_lib.PRETRAINED.items():
         for entry in entries.values():
