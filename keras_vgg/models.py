@@ -185,8 +185,8 @@ def _validate(key, batch_norm, include_top, weights, pooling, classes,
               classifier_activation, widths, fc_units, dropout):
     pretrained = weights_lib.PRETRAINED.get((key, bool(batch_norm)), {})
     if weights is not None and not (
-            weights in pretrained or isinstance(weights, os.PathLike)
-            or (isinstance(weights, str) and os.path.exists(weights))):
+            weights in pretrained
+            or (isinstance(weights, (str, os.PathLike)) and os.path.exists(weights))):
         available = sorted({w for v in weights_lib.PRETRAINED.values() for w in v})
         if isinstance(weights, str) and weights in available:
             offered = [f"config={k!r}, batch_norm={bn}"

@@ -169,7 +169,9 @@ def test_weights_h5_round_trip(tmp_path, rng):
     model = keras_vgg.VGG13(input_shape=(32, 32, 3), **TINY)
     path = tmp_path / "w.weights.h5"
     model.save_weights(path)
-    other = keras_vgg.VGG13(input_shape=(32, 32, 3), weights=path, **TINY)
+    other = keras_vgg.VGG13(input_shape=(32, 32, 3), weights=path, **TINY)  # a Path
+    with pytest.raises(ValueError, match=r"existing weights file"):
+        keras_vgg.VGG13(weights=tmp_path / "missing.weights.h5", **TINY)
     x = rng.normal(size=(1, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(other(x), model(x), rtol=1e-6)
 
