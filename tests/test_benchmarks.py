@@ -1,0 +1,165 @@
+"""The benchmark code runs end to end on a tiny setting (benchmarks/, issue 5).
+
+Not timed unit tests: these check that every part of `benchmarks/run.py`
+runs and writes well-formed results (keys present, figures positive), never
+how fast anything is. Each run is a few child processes on narrow 32x32 nets.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks import flops, report  # noqa: E402
+
+pytest.importorskip("torch")
+
+
+def _run(tmp_path, *args, env=None):
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--tiny",
+           "--out", str(tmp_path), "--machine", "testbox", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **(env or {})))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(tmp_path / "testbox-tiny.json") as f:
+        results = json.load(f)
+    assert (tmp_path / "testbox-tiny.md").read_text().startswith("### testbox (tiny)")
+    return results, proc.stdout
+
+
+def _positive_summary(s):
+    assert set(s) >= {"median", "min", "max", "n"}
+    assert 0 < s["min"] <= s["median"] <= s["max"] and math.isfinite(s["max"])
+
+
+def _check_train_job(job, batch_sizes=(2, 4)):
+    assert job["status"] == "ok", job
+    assert [r["batch_size"] for r in job["results"]] == list(batch_sizes)
+    for r in job["results"]:
+        assert r["status"] == "ok", r
+        for key in ("images_per_s", "step_s", "achieved_gflops", "mfu"):
+            _positive_summary(r[key])
+        assert r["first_step_s"] > 0 and math.isfinite(r["final_loss"])
+
+
+def test_flop_count_is_the_papers():
+    assert flops.forward_macs() == pytest.approx(15.47e9, rel=1e-3)
+    assert flops.train_flops_per_image() == 6 * flops.forward_macs()
+
+
+def test_torch_vgg16_is_torchvisions_layout():
+    from benchmarks import torch_vgg
+    model = torch_vgg.vgg16()
+    state = model.state_dict()
+    assert sum(p.numel() for p in model.parameters()) == 138_357_544
+    assert list(state)[:2] == ["features.0.weight", "features.0.bias"]
+    assert list(state)[-2:] == ["classifier.6.weight", "classifier.6.bias"]
+    assert state["features.28.weight"].shape == (512, 512, 3, 3)
+
+
+def test_cpu_training_and_inference(tmp_path):
+    results, stdout = _run(tmp_path, "--only", "peak,train,infer",
+                           "--skip", "keras_applications,torch_compile")
+    assert "#### Training step" in stdout
+    assert results["schema"] == 1 and results["mode"] == "tiny"
+    assert results["command"].startswith("python benchmarks/run.py --tiny")
+    machine = results["machine"]
+    assert machine["cores_usable"] >= 1 and machine["versions"]["keras"]
+    assert machine["threads"] >= 1 and machine["cpu"]
+    assert results["peak"]["status"] == "ok" and results["peak"]["peak_gflops"] > 0
+
+    train = {j["name"]: j for j in results["train"]}
+    assert set(train) == {"keras_vgg", "keras_applications", "torch_eager",
+                          "torch_compile"}
+    for name in ("keras_vgg", "torch_eager"):
+        _check_train_job(train[name])
+    assert train["keras_vgg"]["backend"] == "tensorflow"
+    assert train["keras_vgg"]["api"] == "model.train_on_batch"
+    assert train["torch_compile"]["status"] == "skipped"
+
+    infer = {j["name"]: j for j in results["inference"]}
+    assert set(infer) == {"keras_vgg", "torch_eager"}
+    for job in infer.values():
+        assert job["status"] == "ok", job
+        for r in job["throughput"]:
+            assert r["status"] == "ok", r
+            _positive_summary(r["images_per_s"])
+        _positive_summary(job["latency"]["latency_ms"])
+    assert os.path.exists(tmp_path / "testbox-tiny_throughput.png") or \
+        results.get("plot", {}).get("status") == "not_available"
+
+
+def test_export_and_input_pipeline(tmp_path):
+    """Exports and the recipes' pipeline are measured when present and marked
+    not available otherwise; never a made-up number."""
+    results, _ = _run(tmp_path, "--only", "export,pipeline", "--no-plot")
+    exports = results["export"]["results"]
+    assert set(exports) == {"saved_model", "onnx"}
+    infer = {j["name"]: j for j in results["inference"]}
+    for kind, name in (("saved_model", "saved_model"), ("onnx", "onnxruntime")):
+        if exports[kind]["status"] == "ok":
+            assert exports[kind]["export_s"] > 0 and exports[kind]["size_mb"] > 0
+            assert exports[kind]["peak_rss_mb"] > 0
+            assert infer[name]["status"] == "ok", infer[name]
+            _positive_summary(infer[name]["throughput"][0]["images_per_s"])
+        else:
+            assert exports[kind]["status"] == "not_available", exports[kind]
+            assert "images_per_s" not in json.dumps(infer[name])
+
+    pipe = results["pipeline"]
+    assert pipe["status"] == "ok" and pipe["images"] == 8
+    assert 20_000 < pipe["jpeg_bytes_mean"] < 200_000  # real encoded JPEGs
+    for key in ("reference", "recipes"):
+        entry = pipe[key]
+        if key == "recipes" and entry["status"] == "not_available":
+            assert "not available" in entry["reason"]
+            continue
+        assert entry["status"] == "ok", entry
+        assert entry["images_per_s_per_core"] > 0
+        _positive_summary(entry["by_threads"]["1"])
+    assert pipe["gpu_rate"]["status"] == "not_available"  # no GPU figures here
+
+
+def test_gpu_path_runs_without_tensorflow(tmp_path):
+    """`--gpu` imports no TensorFlow (the GPU machines have none); without a
+    GPU it is a dry run on CPU, on the PyTorch backend (JAX is not installed)."""
+    # Compiling takes minutes on CPU, and channels_last Keras is the CPU test's.
+    skip = "torch_amp_compile,keras_vgg_torch_channels_first_jit,keras_vgg_torch"
+    results, _ = _run(tmp_path, "--gpu", "--backends", "torch", "--no-plot",
+                      "--skip", skip, env={"KERAS_BACKEND": "jax"})
+    gpu = results["gpu"]
+    assert gpu["dry_run"] is True and gpu["peak"]["status"] == "ok"
+    assert results["command"].startswith("KERAS_BACKEND=jax python benchmarks/run.py")
+    jobs = {j["name"]: j for j in gpu["train"]}
+    assert [j["status"] for j in gpu["train"]].count("skipped") == 3
+    for name in ("keras_vgg_torch_channels_first", "torch_amp_eager"):
+        _check_train_job(jobs[name])
+        assert jobs[name]["tensorflow_imported"] is False
+    assert jobs["keras_vgg_torch_channels_first"]["backend"] == "torch"
+    assert jobs["keras_vgg_torch_channels_first"]["precision"] == "mixed_bfloat16"
+    assert jobs["keras_vgg_torch_channels_first"]["data_format"] == "channels_first"
+    assert jobs["torch_amp_eager"]["amp"] == "bfloat16"
+    assert jobs["torch_amp_eager"]["channels_last"] is True
+    assert results["train"] == [] and results["pipeline"] is None
+
+
+def test_report_renders_missing_parts():
+    results = {"machine_name": "m", "mode": "quick", "command": "c", "created_utc": "t",
+               "machine": {"cpu": "x", "cores_usable": 2, "threads": 2, "versions": {},
+                           "load_average_start": None},
+               "train": [{"name": "keras_vgg", "status": "error", "error": "boom"}],
+               "inference": [{"name": "onnxruntime", "status": "not_available",
+                              "reason": "not available yet: export"}],
+               "export": {"status": "ok", "results": {"onnx": {
+                   "status": "not_available", "reason": "not available yet"}}},
+               "pipeline": None, "gpu": None}
+    results["targets"] = report.targets(results)
+    text = report.markdown(results)
+    assert "error: boom" in text and "not_available: not available yet" in text
+    assert results["targets"] == {}
