@@ -15,7 +15,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 smoke: $(VENV)/.installed
-	$(PY) examples/quickstart.py
+	$(PY) recipes/train_imagenet.py --smoke
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
