@@ -14,8 +14,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 .PHONY: install smoke test
 install: $(VENV)/.installed
 
+# Train (2 CPU replicas), evaluate with the paper's protocols, then export the
+# result to a versioned SavedModel + ONNX: the whole product, about 2 minutes.
+SMOKE_DIR ?= /tmp/keras_vgg_smoke
 smoke: $(VENV)/.installed
-	$(PY) recipes/train_imagenet.py --smoke
+	$(PY) recipes/train_imagenet.py --smoke --model_dir=$(SMOKE_DIR)
+	$(PY) export/export_vgg.py --model=$(SMOKE_DIR)/model.keras --output=$(SMOKE_DIR)/export --name=vgg11_bn_digits
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)

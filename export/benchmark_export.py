@@ -12,7 +12,7 @@ footprint included. The `.keras` files are written first by another child.
 
 `--naive` instead measures the plain tf2onnx route (variables captured and
 frozen into constants, all optimizer passes) stage by stage, to show where
-its memory goes (docs/export.md). It takes ~60x the weights' size: run it
+its memory goes (the README, section "Export"). It takes ~60x the weights' size: run it
 only on a narrow head (`--depths=16 --fc_units=512`: 0.11 GiB of weights,
 6.6 GiB peak), never on the paper's 4096-wide head.
 """

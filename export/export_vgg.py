@@ -22,7 +22,7 @@ writes `/models/vgg16/N/` (N defaults to the next free integer) with
 
 The version directory is built under a hidden temporary name next to it and
 renamed into place at the end, so a failed export leaves nothing TF Serving
-would pick up. See docs/export.md for serving and for why the ONNX path hands
+would pick up. See the README, section "Export" for serving and for why the ONNX path hands
 the weights to tf2onnx as graph inputs.
 """
 
