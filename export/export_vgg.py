@@ -256,28 +256,6 @@ def _check_size(images, min_size):
         "for this model. Received height, width:", shape[1], shape[2]])
 
 
-def rescale(image, scale):
-    """Isotropically rescales one image so that its smallest side is `scale`.
-
-    The paper's test-time rescaling (section 3.2, "test scale Q"): bilinear
-    with antialiasing, aspect ratio kept (sides rounded to integers).
-
-    Args:
-        image: `[height, width, channels]` tensor or array.
-        scale: Q, the new smallest side in pixels.
-
-    Returns:
-        A float32 `tf.Tensor` `[new_height, new_width, channels]`.
-    """
-    import tensorflow as tf
-
-    image = tf.convert_to_tensor(image)
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    size = tf.cast(tf.round(shape * (scale / tf.reduce_min(shape))), tf.int32)
-    return tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear",
-                           antialias=True)
-
-
 def _decode(data):
     """Decodes one JPEG or PNG string into float32 RGB pixels, checking it."""
     import tensorflow as tf
@@ -303,6 +281,9 @@ def _saved_model_module(dense, test_scale, flip, top_k):
     import tensorflow as tf
 
     import keras_vgg
+    # The paper's test-time rescale, the same function evaluate.py uses, so a
+    # served image is seen exactly as in evaluation.
+    from recipes.data import rescale
 
     classes = int(dense.output.shape[-1])
     min_size = dense.get_layer("min_input_size").min_size

@@ -22,6 +22,7 @@ Image = pytest.importorskip("PIL.Image")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from export import export_vgg  # noqa: E402
+from recipes.data import rescale  # noqa: E402
 
 SAMPLE_JPEG = os.path.join(os.path.dirname(pytest.importorskip("sklearn").__file__),
                            "datasets", "images", "china.jpg")
@@ -235,7 +236,7 @@ def _png(pixels):
 
 def _tensor_path(serving_default, pixels, scale, flip=False):
     """The tensor signature on the same pixels, rescaled and preprocessed."""
-    x = keras_vgg.preprocess_input(np.asarray(export_vgg.rescale(pixels, scale))[None])
+    x = keras_vgg.preprocess_input(np.asarray(rescale(pixels, scale))[None])
     probabilities = serving_default(images=tf.constant(x))["probabilities"].numpy()
     if flip:
         flipped = serving_default(images=tf.constant(x[:, :, ::-1]))["probabilities"].numpy()
