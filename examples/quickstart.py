@@ -7,13 +7,18 @@ No downloads: the ImageNet-sized model has random weights here (pass
 once and caches), and the small model trains on scikit-learn's digits.
 """
 
+import pathlib
+import sys
 import time
 
-import keras
-import numpy as np
-from sklearn.datasets import load_digits, load_sample_images
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # for `recipes`
 
-import keras_vgg
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.datasets import load_sample_images  # noqa: E402
+
+import keras_vgg  # noqa: E402
+from recipes.data import digits  # noqa: E402
 
 
 def main():
@@ -43,9 +48,8 @@ def main():
         print(f"   {name}: {tuple(f.shape)}")
 
     print("4. A small VGG-11 with BatchNorm learns handwritten digits:")
-    digits = load_digits()
-    x = np.kron(digits.images, np.ones((4, 4)))[..., None].repeat(3, -1) * (255 / 16)
-    x, y = keras_vgg.preprocess_input(x.astype("float32")), digits.target
+    x, y = digits(upscale=4)  # 32x32 RGB, the smallest size VGG accepts
+    x = keras_vgg.preprocess_input(x.astype("float32"))
     model = keras_vgg.VGG("A", batch_norm=True, classes=10, input_shape=(32, 32, 3),
                           widths=(8, 16, 32, 32, 32), fc_units=64, dropout=0.2)
     model.compile(keras.optimizers.SGD(0.02, momentum=0.9),

@@ -450,6 +450,20 @@ def parse_mean_rgb(value, train_split=None):
 # The smoke run's dataset
 
 
+def digits(upscale=4):
+    """scikit-learn's 1,797 handwritten digits as RGB images in [0, 255].
+
+    The digits (UCI, 8x8 grey levels 0-16) ship with scikit-learn, so this
+    works offline. Returns `(images, labels)`: float64 images of shape
+    `(1797, 8*upscale, 8*upscale, 3)` and integer labels 0-9.
+    """
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = np.kron(data.images, np.ones((upscale, upscale))) * (255 / 16)
+    return images[..., None].repeat(3, -1), data.target
+
+
 def write_digits(root, upscale=4):
     """Writes scikit-learn's 1,797 handwritten digits as PNG class folders.
 
@@ -458,19 +472,17 @@ def write_digits(root, upscale=4):
     1/6 to `val/` (every 6th image), the rest to `train/`. Returns `root`.
     """
     from PIL import Image
-    from sklearn.datasets import load_digits
 
     root = pathlib.Path(root)
     marker = root / ".complete"
     if marker.exists():
         return root
-    digits = load_digits()
-    images = np.kron(digits.images, np.ones((upscale, upscale))) * (255 / 16)
+    images, labels = digits(upscale)
     images = np.clip(np.round(images), 0, 255).astype(np.uint8)
-    for i, (image, label) in enumerate(zip(images, digits.target)):
+    for i, (image, label) in enumerate(zip(images, labels)):
         split = "val" if i % 6 == 5 else "train"
         folder = root / split / str(label)
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).convert("RGB").save(folder / f"{i:04d}.png")
+        Image.fromarray(image).save(folder / f"{i:04d}.png")
     marker.touch()
     return root

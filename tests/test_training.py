@@ -7,14 +7,14 @@ import pytest
 
 import keras_vgg
 
-datasets = pytest.importorskip("sklearn.datasets")
+pytest.importorskip("sklearn.datasets")
+from recipes.data import digits  # noqa: E402
 
 
 def digits_as_images():
-    digits = datasets.load_digits()
     # 8x8 grey levels 0-16 -> 32x32 RGB 0-255, the smallest size VGG accepts.
-    x = np.kron(digits.images, np.ones((4, 4)))[..., None].repeat(3, -1) * (255 / 16)
-    return keras_vgg.preprocess_input(x.astype("float32")), digits.target
+    x, y = digits(upscale=4)
+    return keras_vgg.preprocess_input(x.astype("float32")), y
 
 
 def test_small_batch_norm_vgg_learns_digits():
