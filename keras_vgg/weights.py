@@ -115,10 +115,9 @@ def _check_layer_names(model, path):
     with h5py.File(path, "r") as f:
         group = f["model_weights"] if ("layer_names" not in f.attrs
                                        and "model_weights" in f) else f
-        in_file = {n.decode() if isinstance(n, bytes) else n
-                   for n in group.attrs.get("layer_names", [])
-                   if len(group[n.decode() if isinstance(n, bytes) else n]
-                          .attrs.get("weight_names", []))}
+        names = [n.decode() if isinstance(n, bytes) else n
+                 for n in group.attrs.get("layer_names", [])]
+        in_file = {n for n in names if len(group[n].attrs.get("weight_names", []))}
     missing = [layer.name for layer in model.layers
                if layer.weights and layer.name not in in_file]
     if missing:
