@@ -231,19 +231,7 @@ def markdown(results, out_dir=None):
             lines.append(f"Measured matmul peak: {_num(gpu['peak'].get('peak_gflops'))} GFLOP/s.")
         lines += ["", "| implementation | how | batch | images/s | MFU (measured peak) | "
                   "MFU (data sheet) | first step s |", "|---|---|---|---|---|---|---|"]
-        for job in gpu.get("train", []):
-            if job.get("status") != "ok":
-                lines.append(f"| {job['name']} | {_why(job)} | | | | | |")
-                continue
-            for r in job.get("results", []):
-                if r.get("status") != "ok":
-                    lines.append(f"| {job['name']} | {_why(r)} | {r.get('batch_size')} | | | | |")
-                    continue
-                spec = r.get("mfu_vs_spec")
-                lines.append(f"| {job['name']} | {_how(job)} | {r['batch_size']} | "
-                             f"{_fmt(r['images_per_s'])} | {_pct(r.get('mfu'))} | "
-                             f"{'-' if spec is None else f'{spec:.1%}'} | "
-                             f"{r['first_step_s']:.1f} |")
+        lines += _train_rows(gpu.get("train", []), digits=1, with_spec=True)
         lines.append("")
     t = results.get("targets")
     if t:
@@ -282,19 +270,23 @@ def _export_work_rows(out_dir):
         return [f"(results/export_cpu.json unreadable: {e})", ""]
 
 
-def _train_rows(jobs):
+def _train_rows(jobs, digits=2, with_spec=False):
+    """Training-table rows; `with_spec` adds the GPU's MFU against its data sheet."""
+    gap = " |" if with_spec else ""  # the extra column, empty on error rows
     rows = []
     for job in jobs:
         if job.get("status") != "ok":
-            rows.append(f"| {job['name']} | {_why(job)} | | | | |")
+            rows.append(f"| {job['name']} | {_why(job)} | | | | |{gap}")
             continue
         for r in job.get("results", []):
             if r.get("status") != "ok":
-                rows.append(f"| {job['name']} | {_why(r)} | {r.get('batch_size')} | | | |")
+                rows.append(f"| {job['name']} | {_why(r)} | {r.get('batch_size')} | | | |{gap}")
                 continue
+            spec = r.get("mfu_vs_spec")
+            extra = f" {'-' if spec is None else f'{spec:.1%}'} |" if with_spec else ""
             rows.append(f"| {job['name']} | {_how(job)} | {r['batch_size']} | "
-                        f"{_fmt(r['images_per_s'], 2)} | {_pct(r.get('mfu'))} | "
-                        f"{r['first_step_s']:.1f} |")
+                        f"{_fmt(r['images_per_s'], digits)} | {_pct(r.get('mfu'))} |"
+                        f"{extra} {r['first_step_s']:.1f} |")
     return rows
 
 
