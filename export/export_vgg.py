@@ -257,8 +257,13 @@ def _check_size(images, min_size):
 
 
 def _decode(data):
-    """Decodes one JPEG or PNG string into float32 RGB pixels, checking it."""
+    """Decodes one JPEG or PNG string into float32 RGB pixels, checking it.
+
+    The pixels come from `recipes.data.decode`, the decoder evaluation uses.
+    """
     import tensorflow as tf
+
+    from recipes.data import decode
 
     is_jpeg = tf.equal(tf.strings.substr(data, 0, len(_JPEG_MAGIC)), _JPEG_MAGIC)
     is_png = tf.equal(tf.strings.substr(data, 0, len(_PNG_MAGIC)), _PNG_MAGIC)
@@ -267,13 +272,7 @@ def _decode(data):
         "bytes; base64 only in the JSON of TF Serving's REST API). Received a "
         "string that is neither, of length:", tf.strings.length(data)])
     with tf.control_dependencies([check]):
-        # INTEGER_ACCURATE is libjpeg's default (PIL, OpenCV); TF's own
-        # default differs from them by up to ~20 levels on real photos.
-        image = tf.cond(
-            is_jpeg,
-            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-            lambda: tf.io.decode_png(data, channels=3))
-    return tf.cast(image, tf.float32)
+        return decode(data)
 
 
 def _saved_model_module(dense, test_scale, flip, top_k):

@@ -24,6 +24,7 @@ has few distinct aspect ratios), so it runs one forward pass per image and
 flip instead of 50 crops.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -73,9 +74,11 @@ def single_crop(model, split, q, mean_rgb, batch_size=64, max_images=0):
     """Posteriors from the central crop at scale Q, shape `(N, classes)`."""
     size = _crop_size(model)
     predict = _predictor(model)
-    ds = _images(split, q, mean_rgb, max_images).map(
-        lambda x, y: data_lib.center_crop(x, size)).batch(batch_size)
-    return np.concatenate([predict(x).numpy() for x in ds.prefetch(2)])
+    examples = split.examples.take(max_images) if max_images else split.examples
+    ds = data_lib.eval_pipeline(dataclasses.replace(split, examples=examples),
+                                batch_size=batch_size, image_size=size,
+                                smallest_side=q, mean_rgb=mean_rgb)
+    return np.concatenate([predict(x).numpy() for x, _ in ds])
 
 
 def dense(model, split, q, mean_rgb, batch_size=32, max_images=0, fcn=None):

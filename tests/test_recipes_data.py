@@ -37,28 +37,86 @@ def test_augment_gives_a_flipped_or_unflipped_window_of_the_rescaled_image(rng):
     # S equal to the smallest side: the rescale is the identity, so each
     # output must be an exact window of the image, mirrored or not.
     image = rng.integers(0, 256, (40, 50, 3)).astype(np.float32)
+    png = tf.constant(encoded(image))
     flips, positions = 0, set()
     for seed in seeds(200):
-        out = data_lib.augment(tf.constant(image), seed, 32, (40, 40),
-                               color_shift=False).numpy()
+        out = data_lib.augment(png, seed, 32, (40, 40), (0, 0, 0),
+                               color_shift=False).numpy()[..., ::-1]
         assert out.shape == (32, 32, 3)
         matches = [(i, j, flip) for i in range(9) for j in range(19)
                    for flip in (False, True)
-                   if np.array_equal(out, image[i:i + 32, j:j + 32][:, ::-1]
-                                     if flip else image[i:i + 32, j:j + 32])]
+                   if np.allclose(out, image[i:i + 32, j:j + 32][:, ::-1]
+                                  if flip else image[i:i + 32, j:j + 32], atol=1e-3)]
         assert len(matches) == 1, seed
         flips += matches[0][2]
         positions.add(matches[0][:2])
     assert 70 < flips < 130                       # a fair coin
     assert len(positions) > 60                    # crops are spread out
+    assert {i for i, _ in positions} >= {0, 8}    # both ends of the room
+    assert {j for _, j in positions} >= {0, 18}
 
 
 def test_augment_output_is_224_for_any_image_and_scale(rng):
     for (h, w), scale in [((300, 400), (256, 512)), ((500, 333), (256, 256)),
                           ((224, 224), (384, 384))]:
-        image = tf.constant(rng.integers(0, 256, (h, w, 3)).astype(np.float32))
+        image = tf.constant(encoded(rng.integers(0, 256, (h, w, 3))))
         for seed in seeds(3):
             assert data_lib.augment(image, seed, 224, scale).shape == (224, 224, 3)
+
+
+def _jpeg(image, quality=90):
+    import io
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _photo(h=375, w=500):
+    from sklearn.datasets import load_sample_images
+    return load_sample_images().images[0][:h, :w]   # a real photo, 427x640
+
+
+def test_decode_gives_pil_pixels_for_jpeg_and_png():
+    from PIL import Image
+    import io
+    jpeg = _jpeg(_photo())
+    pil = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    np.testing.assert_array_equal(data_lib.decode(jpeg).numpy(), pil)
+    np.testing.assert_array_equal(data_lib.decode(encoded(pil)).numpy(), pil)
+    assert data_lib.encoded_shape(jpeg).numpy().tolist() == [375, 500]
+    assert data_lib.encoded_shape(encoded(pil[:7, :9])).numpy().tolist() == [7, 9]
+
+
+def test_jpeg_crop_decodes_only_the_window_of_the_same_pixels():
+    jpeg = _jpeg(_photo())
+    full = data_lib.decode(jpeg).numpy()
+    corners = np.lib.stride_tricks.sliding_window_view(full, (8, 8, 3))[:152, :277, 0]
+    for seed in seeds(8):
+        # S = smallest side: the crop is a window of the decoded image.
+        out = data_lib.crop(jpeg, 375, 224, seed).numpy()
+        # Where its top-left 8x8 patch is in the image, then the whole window:
+        # decode_and_crop_jpeg differs from a full decode only at the
+        # window's chroma edges.
+        i, j = np.unravel_index(
+            np.abs(corners - out[:8, :8]).sum(axis=(2, 3, 4)).argmin(), (152, 277))
+        assert np.abs(out - full[i:i + 224, j:j + 224]).mean() < 0.05, (seed, i, j)
+
+
+def test_crop_is_rescale_then_crop(rng):
+    # The window is resized to the crop: where positions fall on whole
+    # pixels it is the rescaled image's crop, up to the filter at its edges.
+    image = rng.integers(0, 256, (64, 96, 3)).astype(np.float32)
+    image = tf.nn.avg_pool2d(tf.constant(image[None]), 5, 1, "SAME")[0].numpy()
+    png = encoded(np.round(image))
+    rescaled = data_lib.rescale(data_lib.decode(png), 32).numpy()   # 32x48
+    centre = data_lib.crop(png, 32, 32).numpy()                      # S = 32
+    inner = (slice(2, -2), slice(2, -2))
+    np.testing.assert_allclose(centre[inner], rescaled[:, 8:40][inner], atol=0.5)
+    # S = 2 x the smallest side: a 16-pixel window upscaled 2x.
+    up = data_lib.crop(png, 128, 32).numpy()
+    rescaled = data_lib.rescale(data_lib.decode(png), 128).numpy()  # 128x192
+    np.testing.assert_allclose(up[inner], rescaled[48:80, 80:112][inner], atol=1.0)
 
 
 def test_colour_shift_has_alexnet_pca_statistics():
@@ -76,10 +134,11 @@ def test_colour_shift_has_alexnet_pca_statistics():
 
 
 def test_colour_shift_adds_one_rgb_offset_to_every_pixel():
-    image = tf.fill((40, 40, 3), 100.0)
+    image = tf.constant(encoded(np.full((40, 40, 3), 100)))
     seed = tf.constant([1, 2], tf.int64)
     shifted = data_lib.augment(image, seed, 32, (40, 40)).numpy()
     plain = data_lib.augment(image, seed, 32, (40, 40), color_shift=False).numpy()
+    np.testing.assert_allclose(plain, data_lib.normalize(tf.fill((32, 32, 3), 100.0)))
     offset = shifted - plain
     assert np.abs(offset).max() > 0.5
     np.testing.assert_allclose(offset, np.broadcast_to(offset[0, 0], offset.shape),

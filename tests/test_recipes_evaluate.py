@@ -44,11 +44,16 @@ def predict(model, x):
 
 
 def ref_single(model, images, q):
+    # The central crop at scale Q, taken as its window of the original image
+    # (position and side rounded to whole pixels) resized to 32x32.
     out = []
     for image in images:
-        x = rescaled(image, q)
-        top, left = (x.shape[0] - 32) // 2, (x.shape[1] - 32) // 2
-        out.append(predict(model, x[top:top + 32, left:left + 32]))
+        h, w = image.shape[:2]
+        side = round(32 * min(h, w) / q)
+        top, left = (h - side) // 2, (w - side) // 2
+        window = tf.constant(image[top:top + side, left:left + side], tf.float32)
+        x = tf.image.resize(window, (32, 32), antialias=True)
+        out.append(predict(model, data_lib.normalize(x, MEAN).numpy()))
     return np.array(out)
 
 
