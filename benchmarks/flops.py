@@ -39,3 +39,8 @@ def train_flops_per_image(**kwargs):
 
 def forward_flops_per_image(**kwargs):
     return 2 * forward_macs(**kwargs)
+
+
+# Dense bf16 tensor-core peaks from NVIDIA's data sheets (TFLOP/s, no sparsity).
+GPU_SPEC_BF16_TFLOPS = {"H100 SXM": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0,
+                        "H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0}

@@ -33,6 +33,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from benchmarks import report  # noqa: E402  (matplotlib imported lazily there)
+from benchmarks.flops import GPU_SPEC_BF16_TFLOPS  # noqa: E402
 
 SCHEMA = 1
 TINY_NET = dict(image_size=32, widths=[4, 8, 8, 16, 16], fc_units=32, classes=10)
@@ -68,10 +69,6 @@ GPU_OVERRIDES = {
     "full": dict(batch_sizes=[64, 128, 256], warmup=10, repeats=5, steps_per_block=10,
                  matmul_size=8192, matmul_repeats=10, rounds=1, job_timeout=580),
 }
-
-# Dense bf16 tensor-core peaks from NVIDIA's data sheets (TFLOP/s, no sparsity).
-GPU_SPEC_BF16_TFLOPS = {"H100 SXM": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0,
-                        "H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0}
 
 # Suggested order of evaluation: the names a user would pick between.
 CPU_TRAIN = [
