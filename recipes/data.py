@@ -299,8 +299,9 @@ def crop(encoded, smallest_side, size, seed=None):
 
     Equivalent to `rescale` then cropping, but only the crop's window of the
     original image is decoded (JPEGs: `decode_and_crop_jpeg`) and resized,
-    so the cost no longer grows with S^2: 2.7x faster per core at the
-    paper's S in [256, 512] (benchmarks/run.py, pipeline). The window's
+    so the cost no longer grows with S^2: the training pipeline runs 2.8x
+    faster per core at the paper's S in [256, 512] than it did rescaling
+    whole images (`python benchmarks/pipeline_ab.py 504751c~1`). The window's
     position and side are rounded to whole pixels of the original image.
 
     Returns:

@@ -130,6 +130,21 @@ def test_export_and_input_pipeline(tmp_path):
         rate["images_per_s"] / pipe["recipes"]["images_per_s_per_core"])
 
 
+def test_pipeline_ab_compares_a_revision_with_the_tree(tmp_path):
+    """`pipeline_ab.py` imports recipes/data.py as it was at a revision and
+    times it beside the working tree's, in one process."""
+    out = tmp_path / "ab.json"
+    subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "pipeline_ab.py"),
+                    "HEAD", "--rounds", "1", "--images", "32", "--out", str(out)],
+                   check=True, cwd=ROOT, timeout=600)
+    ab = json.loads(out.read_text())
+    assert len(ab["old_commit"]) == 40 and ab["threads"] == 1
+    assert len(ab["samples"]["old"]) == len(ab["samples"]["new"]) == 1
+    rates = ab["images_per_s"]
+    assert rates["old"]["median"] > 0 and rates["new"]["median"] > 0
+    assert ab["speedup"] == pytest.approx(rates["new"]["median"] / rates["old"]["median"])
+
+
 def test_gpu_path_runs_without_tensorflow(tmp_path):
     """`--gpu` imports no TensorFlow (the GPU machines have none); without a
     GPU it is a dry run on CPU, on the PyTorch backend (JAX is not installed)."""
