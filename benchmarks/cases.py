@@ -716,15 +716,18 @@ def _recipes_pipeline(examples, size, params):
                if not hasattr(data, n)]
     if missing:
         return None, f"not available yet: recipes.data has no {', '.join(missing)}"
-    bs = params["pipeline_batch_size"]
+    return (lambda: recipes_train_dataset(data, examples, size, params["pipeline_batch_size"],
+                                          params["crop_size"]),
+            "recipes.data.train_pipeline (scale=(256, 512), colour shift)")
 
-    def build():
-        split = data.Split("train", examples, size)
-        return data.train_pipeline(
-            split, global_batch=bs, image_size=params["crop_size"], scale=(256, 512),
-            mean_rgb=data.IMAGENET_MEAN_RGB, seed=0, initial_epoch=0, epochs=1,
-            steps_per_epoch=size // bs)
-    return build, "recipes.data.train_pipeline (scale=(256, 512), colour shift)"
+
+def recipes_train_dataset(data, examples, size, batch_size, crop_size):
+    """One epoch of `data.train_pipeline` (a `recipes.data` module, of this
+    tree or of another revision) at the paper's S in [256, 512]."""
+    return data.train_pipeline(
+        data.Split("train", examples, size), global_batch=batch_size,
+        image_size=crop_size, scale=(256, 512), mean_rgb=data.IMAGENET_MEAN_RGB,
+        seed=0, initial_epoch=0, epochs=1, steps_per_epoch=size // batch_size)
 
 
 def case_pipeline(params):

@@ -6,7 +6,8 @@ process, interleaved, on one thread: what a change to `recipes/data.py` bought.
 
 Both `train_pipeline`s run on the same in-memory ~500x375 JPEGs as
 `run.py`'s pipeline part (`cases.make_jpegs`); each round times the old one,
-then the new one. Writes `benchmarks/results/pipeline_ab.json` (`--out`).
+then the new one, then each step of the new one alone. Writes
+`benchmarks/results/pipeline_ab.json` (`--out`).
 """
 
 import argparse
@@ -59,19 +60,34 @@ def main(argv=None):
         (encoded, np.zeros(len(encoded), "int64"))).cache()
 
     def rate(data):
-        split = data.Split("train", examples, len(encoded))
-        ds = data.train_pipeline(split, global_batch=32, image_size=224,
-                                 scale=(256, 512), mean_rgb=data.IMAGENET_MEAN_RGB,
-                                 seed=0, initial_epoch=0, epochs=1,
-                                 steps_per_epoch=len(encoded) // 32)
+        ds = cases.recipes_train_dataset(data, examples, len(encoded), 32, 224)
         return cases._time_dataset(cases._limit_threads(ds, 1), 256, 2, 3)["median"]
 
+    # Where the tree's pipeline spends a core's time: each step alone, at
+    # S = 384 (the middle of [256, 512]); ms per image, one thread.
+    seed = tf.constant([1, 2], tf.int64)
+    photos = examples.map(lambda e, _: e)
+    stages = {
+        "decode whole image": lambda e: new.decode(e),
+        "crop (window decode + resize)": lambda e: new.crop(e, 384, 224, seed),
+        "augment (crop + flip, colour, mean, BGR)":
+            lambda e: new.augment(e, seed, 224, (384, 384)),
+    }
+
+    def ms_per_image(fn):
+        ds = photos.map(fn, num_parallel_calls=tf.data.AUTOTUNE).batch(32)
+        return 1e3 / cases._time_dataset(cases._limit_threads(ds, 1), 256, 2, 3)["median"]
+
     samples = {"old": [], "new": []}
+    stage_samples = {k: [] for k in stages}
     for r in range(args.rounds):
         for name, data in (("old", old), ("new", new)):
             samples[name].append(rate(data))
+        for k, fn in stages.items():
+            stage_samples[k].append(ms_per_image(fn))
         print(f"round {r + 1}/{args.rounds}: old {samples['old'][-1]:.1f}, "
-              f"new {samples['new'][-1]:.1f} images/s", flush=True)
+              f"new {samples['new'][-1]:.1f} images/s; " + ", ".join(
+                  f"{k} {v[-1]:.2f} ms" for k, v in stage_samples.items()), flush=True)
     result = {"command": "python benchmarks/pipeline_ab.py " + " ".join(
                   sys.argv[1:] if argv is None else argv),
               "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -80,7 +96,9 @@ def main(argv=None):
                                            capture_output=True, text=True).stdout.strip(),
               "threads": 1, "load_average": os.getloadavg(),
               "images_per_s": {k: cases.summary(v) for k, v in samples.items()},
-              "samples": samples}
+              "samples": samples,
+              "new_stages_ms_per_image": {k: cases.summary(v)
+                                          for k, v in stage_samples.items()}}
     result["speedup"] = (result["images_per_s"]["new"]["median"]
                          / result["images_per_s"]["old"]["median"])
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

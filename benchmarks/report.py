@@ -12,6 +12,7 @@ import sys
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+
 def _ok(entries):
     return [e for e in entries or [] if e.get("status") == "ok"]
 

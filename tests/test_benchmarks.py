@@ -143,6 +143,8 @@ def test_pipeline_ab_compares_a_revision_with_the_tree(tmp_path):
     rates = ab["images_per_s"]
     assert rates["old"]["median"] > 0 and rates["new"]["median"] > 0
     assert ab["speedup"] == pytest.approx(rates["new"]["median"] / rates["old"]["median"])
+    stages = ab["new_stages_ms_per_image"]
+    assert len(stages) == 3 and all(s["median"] > 0 for s in stages.values())
 
 
 def test_gpu_path_runs_without_tensorflow(tmp_path):
