@@ -482,8 +482,8 @@ EXPORT_CANDIDATES = {
     # kind: [(module, function), ...]; the first that exists is used, called as
     # fn(keras_vgg.fully_convolutional(model), path): export/export_vgg.py's
     # conversions take the dense (FC-as-conv) model, as its `export()` does.
-    "saved_model": [("export.export_vgg", "export_saved_model")],
-    "onnx": [("export.export_vgg", "export_onnx")],
+    "saved_model": [("keras_vgg.export.export_vgg", "export_saved_model")],
+    "onnx": [("keras_vgg.export.export_vgg", "export_onnx")],
 }
 
 
@@ -709,7 +709,7 @@ def _time_dataset(ds, images, warmup_batches, repeats):
 def _recipes_pipeline(examples, size, params):
     """recipes.data.train_pipeline over an in-memory Split, or (None, why)."""
     try:
-        data = importlib.import_module("recipes.data")
+        data = importlib.import_module("keras_vgg.recipes.data")
     except ModuleNotFoundError as e:
         return None, f"not available yet: {e}"
     missing = [n for n in ("train_pipeline", "Split", "IMAGENET_MEAN_RGB")

@@ -1,5 +1,5 @@
 """The training input pipeline at a git revision vs the working tree, in one
-process, interleaved, on one thread: what a change to `recipes/data.py` bought.
+process, interleaved, on one thread: what a change to `keras_vgg/recipes/data.py` bought.
 
     python benchmarks/pipeline_ab.py 504751c~1          # before the window crop
     python benchmarks/pipeline_ab.py HEAD --rounds 5
@@ -26,10 +26,21 @@ sys.path.insert(0, ROOT)
 from benchmarks import cases  # noqa: E402
 
 
-def module_at(revision, path="recipes/data.py"):
-    """`path` as it was at `revision`, imported as a module of its own."""
-    source = subprocess.run(["git", "-C", ROOT, "show", f"{revision}:{path}"],
-                            check=True, capture_output=True, text=True).stdout
+# The pipeline's file, now and before it moved into the package.
+DATA_PATHS = ("keras_vgg/recipes/data.py", "recipes/data.py")
+
+
+def module_at(revision, paths=DATA_PATHS):
+    """The pipeline's module as it was at `revision` (at the first of `paths`
+    that exists there), imported as a module of its own."""
+    for path in paths:
+        shown = subprocess.run(["git", "-C", ROOT, "show", f"{revision}:{path}"],
+                               capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"No {' or '.join(paths)} at revision {revision}.")
+    source = shown.stdout
     fd, file = tempfile.mkstemp(suffix=".py", prefix="data_at_")
     with os.fdopen(fd, "w") as f:
         f.write(source)
@@ -43,7 +54,7 @@ def module_at(revision, path="recipes/data.py"):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("revision", help="git revision of the old recipes/data.py")
+    p.add_argument("revision", help="git revision of the old input pipeline")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--images", type=int, default=128, help="distinct JPEGs")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
@@ -52,7 +63,7 @@ def main(argv=None):
 
     import numpy as np
     import tensorflow as tf
-    import recipes.data as new
+    import keras_vgg.recipes.data as new
     old = module_at(args.revision)
     with tempfile.TemporaryDirectory() as tmp:
         encoded = [open(f, "rb").read() for f in cases.make_jpegs(tmp, args.images)]

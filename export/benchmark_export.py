@@ -71,7 +71,7 @@ def _build(depth, path):
 
 
 def _export(path, fmt):
-    from export import export_vgg
+    from keras_vgg.export import export_vgg
 
     with tempfile.TemporaryDirectory() as out:
         start = time.monotonic()
@@ -134,7 +134,7 @@ def _naive(path):
 
 
 def _child(args):
-    from export import export_vgg  # no TensorFlow import at module level
+    from keras_vgg.export import export_vgg  # no TensorFlow import at module level
 
     # The environment the command line sets for itself.
     env = dict(os.environ, PYTHONPATH=_REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),

@@ -1,65 +1,11 @@
-r"""Trains a VGG as Simonyan & Zisserman (2015) did, section 3.1.
+"""`python recipes/train_imagenet.py ...` in a clone: the same program as the installed
+`keras-vgg-train` command and `python -m keras_vgg.recipes.train_imagenet` (see that module)."""
 
-The smoke run (a few minutes on 2 CPU cores, no download; 2 CPU replicas,
-scikit-learn's handwritten digits as a folder dataset, evaluation at the end):
-
-```
-python recipes/train_imagenet.py --smoke
-```
-
-The paper's configuration D at S=256 on ImageNet (one machine, all its GPUs;
-ImageNet prepared by TFDS from the tars in --manual_dir on the first run):
-
-```
-python recipes/train_imagenet.py --model=D --scale=256 \
-    --manual_dir=~/imagenet_tars --model_dir=runs/vgg16_s256
-```
-
-Scale jittering (S in [256, 512]), warm-started from a trained config A:
-
-```
-python recipes/train_imagenet.py --model=E --scale=256,512 \
-    --init_from=runs/vgg11/model.keras --model_dir=runs/vgg19_jitter
-```
-
-Several machines: the same command on each, with `TF_CONFIG` naming the
-cluster and this machine's task (MultiWorkerMirroredStrategy). A killed run
-(even `kill -9`) resumes from its last completed epoch when started again with
-the same `--model_dir`.
-"""
-
-import os
 import pathlib
 import sys
 
-if __package__ in (None, ""):  # run as a script: make `recipes` importable
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags, logging  # noqa: E402
-
-from recipes import config  # noqa: E402
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        # TensorFlow logs every all-reduce at INFO through absl; keep the
-        # console to progress bars and the recipe's own messages.
-        logging.set_verbosity(logging.WARNING)
-    cfg = config.train_config()
-    from recipes import data as data_lib
-    from recipes import distribute, training
-    try:
-        training.train(cfg)
-    except (data_lib.DataError, distribute.DistributeError,
-            training.TrainingError) as e:
-        print(f"\nerror: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
-
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 if __name__ == "__main__":
-    config.define_train_flags()
-    app.run(main)
+    from keras_vgg.recipes.train_imagenet import run
+    run()

@@ -21,8 +21,8 @@ Image = pytest.importorskip("PIL.Image")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from export import export_vgg  # noqa: E402
-from recipes.data import rescale  # noqa: E402
+from keras_vgg.export import export_vgg  # noqa: E402
+from keras_vgg.recipes.data import rescale  # noqa: E402
 
 SAMPLE_JPEG = os.path.join(os.path.dirname(pytest.importorskip("sklearn").__file__),
                            "datasets", "images", "china.jpg")

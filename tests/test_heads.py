@@ -84,8 +84,7 @@ def test_dense_weights_are_copies():
     np.testing.assert_array_equal(dense.get_layer("block1_conv1").kernel.numpy(), before)
 
 
-def test_dense_channels_first(rng):
-    keras.config.set_image_data_format("channels_first")
+def test_dense_channels_first(rng, channels_first):
     model = keras_vgg.VGG13(input_shape=(3, 64, 96), **TINY)
     spread(model, rng)
     dense = keras_vgg.fully_convolutional(model)

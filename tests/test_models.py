@@ -132,8 +132,7 @@ def test_input_tensor():
     assert model.inputs[0] is inputs and model.output.shape == (None, 2, 2, 16)
 
 
-def test_channels_first():
-    keras.config.set_image_data_format("channels_first")
+def test_channels_first(channels_first):
     model = keras_vgg.VGG("A-LRN", batch_norm=False, input_shape=(3, 64, 64), **TINY)
     assert model.get_layer("block5_pool").output.shape == (None, 16, 2, 2)
     assert model(np.ones((1, 3, 64, 64), "float32")).shape == (1, 1000)

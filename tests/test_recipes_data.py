@@ -7,7 +7,7 @@ import tensorflow as tf
 import keras_vgg
 from test_recipes_helpers import encoded, random_images, split_of
 
-from recipes import data as data_lib
+from keras_vgg.recipes import data as data_lib
 
 
 def seeds(n):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from test_recipes_helpers import ROOT, TINY_FLAGS, recipe_env, run_recipe
 
-from recipes import training
+from keras_vgg.recipes import callbacks, modeling, training
 
 # Two replicas and one replica take the first steps on the same global batch.
 # Dropout is off (its masks are drawn per replica) and there is no BatchNorm
@@ -24,7 +24,7 @@ from recipes import training
 REPLICA_CHECK = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
-    from recipes import distribute, training
+    from keras_vgg.recipes import distribute, training
     distribute.split_cpu(2)
     import keras, numpy as np, tensorflow as tf
 
@@ -39,8 +39,8 @@ REPLICA_CHECK = textwrap.dedent("""
     for devices in (["/cpu:0", "/cpu:1"], ["/cpu:0"]):
         strategy = tf.distribute.MirroredStrategy(devices)
         with strategy.scope():
-            model = training.build_model(cfg, 10)
-            training.compile_model(model, cfg, 0.05)
+            model = modeling.build_model(cfg, 10)
+            modeling.compile_model(model, cfg, 0.05)
         initial = initial or model.get_weights()
         model.set_weights(initial)
         steps = []
@@ -70,7 +70,7 @@ def test_two_replicas_take_the_same_step_as_one():
 
 
 def _epochs(path):
-    return [int(r["epoch"]) for r in training.read_history(path)]
+    return [int(r["epoch"]) for r in callbacks.read_history(path)]
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,8 @@ def killed_and_resumed_smoke(tmp_path_factory):
         proc.stderr.read()[-3000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before = training.read_history(run / "history.csv")
-    backup = training.read_backup(run / "backup")
+    before = callbacks.read_history(run / "history.csv")
+    backup = callbacks.read_backup(run / "backup")
     second = run_recipe("train_imagenet.py", *args)
     return run, before, backup, second
 
@@ -106,7 +106,7 @@ def test_a_killed_run_resumes_with_every_epoch_exactly_once(killed_and_resumed_s
     assert backup is not None and 1 <= backup["epoch"] < 5
     assert 2 <= len(before) <= 3 and len(before) >= backup["epoch"]
     assert f"continuing with epoch {backup['epoch'] + 1} of 5" in second.stdout
-    after = training.read_history(run / "history.csv")
+    after = callbacks.read_history(run / "history.csv")
     assert _epochs(run / "history.csv") == [0, 1, 2, 3, 4]
     # Nothing lost: the epochs of the backup are the rows written before the kill.
     assert after[:backup["epoch"]] == before[:backup["epoch"]]
@@ -144,7 +144,7 @@ def _free_ports(n):
 
 @pytest.mark.slow
 def test_two_workers_on_loopback_train_together(tmp_path):
-    from recipes import data as data_lib
+    from keras_vgg.recipes import data as data_lib
     root = data_lib.write_digits(tmp_path / "digits")
     workers = [f"localhost:{p}" for p in _free_ports(2)]
     run = tmp_path / "run"

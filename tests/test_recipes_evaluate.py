@@ -9,8 +9,8 @@ import tensorflow as tf
 import keras_vgg
 from test_recipes_helpers import TINY, random_images, split_of
 
-from recipes import data as data_lib
-from recipes import evaluate
+from keras_vgg.recipes import data as data_lib
+from keras_vgg.recipes import evaluation as evaluate
 
 MEAN = (120.0, 110.0, 100.0)
 # Mixed sizes and aspect ratios; Q=40 makes (40, 48)-like shapes repeat, so

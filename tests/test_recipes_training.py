@@ -10,7 +10,7 @@ import pytest
 import keras_vgg
 from test_recipes_helpers import TINY
 
-from recipes import training
+from keras_vgg.recipes import callbacks, modeling, training
 
 
 def tiny(config, batch_norm=False, classes=10, **kwargs):
@@ -32,10 +32,10 @@ def same(a, b):
 def test_warm_start_from_a_copies_exactly_the_papers_layers(config, batch_norm):
     source = tiny("A", batch_norm)
     target = tiny(config, batch_norm)
-    training.paper_init(target, seed=1)
+    modeling.paper_init(target, seed=1)
     before = weights_by_layer(target)
-    copied = training.warm_start(target, source)
-    expected = list(training.PAPER_WARM_START)
+    copied = modeling.warm_start(target, source)
+    expected = list(modeling.PAPER_WARM_START)
     if batch_norm:
         expected += ["block1_bn1", "block2_bn1", "block3_bn1", "block3_bn2"]
     assert copied == expected
@@ -56,26 +56,26 @@ def test_warm_start_from_the_same_config_copies_everything(tmp_path):
     path = tmp_path / "s256.keras"
     source.save(path)                        # --init_from takes a file
     target = tiny("D")
-    copied = training.warm_start(target, str(path))
+    copied = modeling.warm_start(target, str(path))
     assert len(copied) == len(weights_by_layer(target))
     for name, weights in weights_by_layer(target).items():
         assert same(weights, weights_by_layer(source)[name]), name
 
 
 def test_warm_start_refuses_what_the_paper_did_not_do():
-    with pytest.raises(training.TrainingError, match="configuration A model"):
-        training.warm_start(tiny("D"), tiny("B"))
-    with pytest.raises(training.TrainingError, match="'predictions'"):
-        training.warm_start(tiny("D"), tiny("A", classes=5))
+    with pytest.raises(callbacks.TrainingError, match="configuration A model"):
+        modeling.warm_start(tiny("D"), tiny("B"))
+    with pytest.raises(callbacks.TrainingError, match="'predictions'"):
+        modeling.warm_start(tiny("D"), tiny("A", classes=5))
 
 
 def test_paper_init_and_weight_decay():
     model = tiny("A")
-    training.paper_init(model, seed=0)
+    modeling.paper_init(model, seed=0)
     kernel = model.get_layer("block3_conv1").kernel.numpy()
     assert abs(kernel.std() - 0.1) < 0.01 and abs(kernel.mean()) < 0.01
     assert not np.any(model.get_layer("fc1").bias.numpy())
-    training.add_weight_decay(model, 5e-4)
+    modeling.add_weight_decay(model, 5e-4)
     kernels = [layer.kernel for layer in model.layers
                if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
     assert len(model.losses) == len(kernels) == 8 + 3
@@ -88,7 +88,7 @@ def test_paper_init_and_weight_decay():
 
 def test_plateau_schedule_divides_by_ten_at_most_three_times_and_replays():
     accuracies = [0.1, 0.2, 0.2, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]
-    full = training.PlateauSchedule(1e-2, patience=2, max_drops=3)
+    full = callbacks.PlateauSchedule(1e-2, patience=2, max_drops=3)
     rates = []
     for a in accuracies:
         full._update(a)
@@ -97,7 +97,7 @@ def test_plateau_schedule_divides_by_ten_at_most_three_times_and_replays():
                                   + [1e-5] * 4)
     # Restarted after 5 epochs: replaying history.csv gives the same state.
     rows = [{"epoch": str(i), "val_top1": str(a)} for i, a in enumerate(accuracies[:5])]
-    resumed = training.PlateauSchedule(1e-2, patience=2, max_drops=3, history=rows)
+    resumed = callbacks.PlateauSchedule(1e-2, patience=2, max_drops=3, history=rows)
     assert resumed.learning_rate == pytest.approx(rates[4])
     for a, rate in zip(accuracies[5:], rates[5:]):
         resumed._update(a)
@@ -107,8 +107,8 @@ def test_plateau_schedule_divides_by_ten_at_most_three_times_and_replays():
 def test_history_csv_drops_epochs_the_backup_does_not_include(tmp_path):
     path = tmp_path / "history.csv"
     path.write_text("epoch,loss\n0,3.0\n1,2.0\n2,1.5\n3,1.2\n")
-    training.HistoryCSV(path, initial_epoch=2)
-    assert [r["epoch"] for r in training.read_history(path)] == ["0", "1"]
+    callbacks.HistoryCSV(path, initial_epoch=2)
+    assert [r["epoch"] for r in callbacks.read_history(path)] == ["0", "1"]
 
 
 def _compiled(seed=0):
@@ -137,15 +137,15 @@ def test_backup_restores_weights_optimizer_and_epoch(tmp_path, rng):
     model = _compiled()
     with pytest.raises(KeyboardInterrupt):
         model.fit(x, y, batch_size=8, epochs=5, verbose=0, shuffle=False,
-                  callbacks=[training.Backup(str(backup)), _Interrupt(2)])
-    state = training.read_backup(backup)
+                  callbacks=[callbacks.Backup(str(backup)), _Interrupt(2)])
+    state = callbacks.read_backup(backup)
     assert (state["epoch"], state["weights"]) == (2, "epoch-2.weights.h5")
     assert sorted(p.name for p in backup.iterdir()) == [
         "epoch-2.weights.h5", "training_metadata.json"]
     # A kill while writing the next backup leaves a temporary file: ignored.
     (backup / "tmp-epoch-3.weights.h5").write_bytes(b"torn")
     restored = _compiled(seed=1)
-    callback = training.Backup(str(backup))
+    callback = callbacks.Backup(str(backup))
     callback.set_model(restored)
     callback.restore()
     assert restored._initial_epoch == 2
@@ -159,9 +159,9 @@ def test_backup_restores_weights_optimizer_and_epoch(tmp_path, rng):
                           widths=(8, 8, 8, 16, 16), fc_units=32)
     other.compile(keras.optimizers.SGD(0.01, momentum=0.9),
                   "sparse_categorical_crossentropy")
-    callback = training.Backup(str(backup))
+    callback = callbacks.Backup(str(backup))
     callback.set_model(other)
-    with pytest.raises(training.TrainingError, match="different model.*new --model_dir"):
+    with pytest.raises(callbacks.TrainingError, match="different model.*new --model_dir"):
         callback.restore()
 
 
@@ -176,15 +176,15 @@ def test_nan_loss_stops_the_run_before_it_is_saved(tmp_path, rng):
             bias = self.model.get_layer("predictions").bias
             bias.assign(np.full(bias.shape, np.nan, "float32"))
 
-    with pytest.raises(training.NaNLoss, match="became nan at epoch 1, step 2"):
+    with pytest.raises(callbacks.NaNLoss, match="became nan at epoch 1, step 2"):
         model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False,
-                  callbacks=[Diverge(), training.NaNGuard(),
-                             training.Backup(str(backup))])
-    assert training.read_backup(backup) is None
+                  callbacks=[Diverge(), callbacks.NaNGuard(),
+                             callbacks.Backup(str(backup))])
+    assert callbacks.read_backup(backup) is None
 
 
 def test_train_in_process_writes_the_run(tmp_path, monkeypatch):
-    from recipes import data as data_lib
+    from keras_vgg.recipes import data as data_lib
     root = data_lib.write_digits(tmp_path / "digits")
     cfg = training.TrainConfig(
         model_dir=str(tmp_path / "run"), model="A", batch_norm=True,
@@ -200,7 +200,7 @@ def test_train_in_process_writes_the_run(tmp_path, monkeypatch):
     assert summary["learning_rate"] == pytest.approx(0.1 * 32 / 256)
     for key in ("loss", "top1", "top5", "val_loss", "val_top1", "val_top5"):
         assert summary["final"][key] is not None, key
-    assert [r["epoch"] for r in training.read_history(run / "history.csv")] == ["0", "1"]
+    assert [r["epoch"] for r in callbacks.read_history(run / "history.csv")] == ["0", "1"]
     assert not (run / "backup").exists()          # removed once complete
     model = keras.saving.load_model(run / "model.keras")
     assert model.output.shape[-1] == 10
@@ -217,7 +217,7 @@ def test_train_in_process_writes_the_run(tmp_path, monkeypatch):
         training.train(cfg)
     monkeypatch.undo()
     run2 = tmp_path / "run2"
-    assert training.read_backup(run2 / "backup")["epoch"] == 2
+    assert callbacks.read_backup(run2 / "backup")["epoch"] == 2
     summary2 = training.train(cfg)
     assert summary2["epochs_completed"] == 2
     assert (run2 / "history.csv").read_text().count("\n") == history.count("\n")
@@ -232,7 +232,7 @@ def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, monkeypatch):
     """Interrupted after epoch 2's row is written (before its backup), the
     rerun redoes epoch 2 from the epoch-1 backup, with the same batches,
     augmentations and dropout masks: every number matches, bit for bit."""
-    from recipes import data as data_lib
+    from keras_vgg.recipes import data as data_lib
     root = data_lib.write_digits(tmp_path / "digits")
 
     def cfg(name):
@@ -244,21 +244,21 @@ def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, monkeypatch):
             steps_per_epoch=5, verbose=0)
 
     training.train(cfg("straight"))
-    write_row = training.HistoryCSV.on_epoch_end
+    write_row = callbacks.HistoryCSV.on_epoch_end
 
     def killed_after_row(self, epoch, logs=None):
         write_row(self, epoch, logs)
         if epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training.HistoryCSV, "on_epoch_end", killed_after_row)
+    monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_end", killed_after_row)
     with pytest.raises(KeyboardInterrupt):
         training.train(cfg("resumed"))
     monkeypatch.undo()
-    assert training.read_backup(tmp_path / "resumed" / "backup")["epoch"] == 1
+    assert callbacks.read_backup(tmp_path / "resumed" / "backup")["epoch"] == 1
     training.train(cfg("resumed"))
-    straight = training.read_history(tmp_path / "straight" / "history.csv")
-    resumed = training.read_history(tmp_path / "resumed" / "history.csv")
+    straight = callbacks.read_history(tmp_path / "straight" / "history.csv")
+    resumed = callbacks.read_history(tmp_path / "resumed" / "history.csv")
     drop = ("seconds",)
     assert [{k: v for k, v in r.items() if k not in drop} for r in resumed] == \
         [{k: v for k, v in r.items() if k not in drop} for r in straight]

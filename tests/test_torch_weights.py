@@ -100,9 +100,8 @@ def test_headless_model_and_checkpoint_dict(tmp_path):
     np.testing.assert_allclose(model(x), ref.transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
 
 
-def test_channels_first(tmp_path):
+def test_channels_first(tmp_path, channels_first):
     net, x, logits = reference(11, False, "torchvision")
-    keras.config.set_image_data_format("channels_first")
     model = keras_vgg.VGG(11, classes=10, classifier_activation=None,
                           input_shape=(3, 224, 224), **TINY)
     keras_vgg.load_torch_weights(model, net.state_dict())

@@ -2,7 +2,7 @@
 
 `define_data_flags` is shared by `train_imagenet.py` and `evaluate.py`;
 `define_train_flags` and `train_config` turn the training flags into a
-`recipes.training.TrainConfig`. Flags are defined by these functions (called
+`keras_vgg.recipes.training.TrainConfig`. Flags are defined by these functions (called
 by each script), not on import, so both scripts can be imported together.
 """
 
@@ -192,9 +192,9 @@ def _apply_smoke_defaults():
 def train_config():
     """The `TrainConfig` of the parsed flags; `app.UsageError` if they
     contradict each other."""
-    from recipes import data as data_lib
-    from recipes import evaluate
-    from recipes.training import TrainConfig
+    from keras_vgg.recipes import data as data_lib
+    from keras_vgg.recipes import evaluation as evaluate
+    from keras_vgg.recipes.training import TrainConfig
 
     if FLAGS.smoke:
         _apply_smoke_defaults()
