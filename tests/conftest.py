@@ -1,8 +1,15 @@
 import os
+import pathlib
+import sys
 
-import keras
-import numpy as np
-import pytest
+# The checkout under test comes first, before any installed copy (a .pth of
+# another checkout's editable install, a wheel): tests test this tree.
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 # Narrow widths keep unit tests fast; the architecture (depth, kernels, layer
 # names, head) is the same as the full-size model's.
