@@ -143,3 +143,17 @@ def test_bad_protocols_and_scales_are_refused(images, labels):
     with pytest.raises(evaluate.EvaluationError, match=r"\[24\] are smaller.*32"):
         evaluate.evaluate_models([model], split, protocols=["dense"],
                                  scales=(24, 40))
+
+
+def test_progress_counts_every_image_of_every_pass(images, labels, capsys):
+    """One bar over models x protocol components x scales, in images: it
+    reaches its end only if every pass reports every image."""
+    images, labels = images[:3], labels[:3]
+    evaluate.evaluate_models([tiny_model(0)], split_of(images, labels),
+                             protocols=["dense+multicrop", "single"], scales=(36, 40),
+                             mean_rgb=MEAN, batch_size=8)
+    assert "18/18" in capsys.readouterr().out      # 3 components x 2 scales x 3
+    evaluate.evaluate_models([tiny_model(0)], split_of(images, labels),
+                             protocols=["single"], scales=(36,), mean_rgb=MEAN,
+                             verbose=0)
+    assert capsys.readouterr().out == ""

@@ -27,8 +27,10 @@ flip instead of 50 crops.
 """
 
 import dataclasses
+import sys
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -65,18 +67,27 @@ def _images(split, q, mean_rgb, max_images=0):
         label), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def single_crop(model, split, q, mean_rgb, batch_size=64, max_images=0):
-    """Posteriors from the central crop at scale Q, shape `(N, classes)`."""
+def single_crop(model, split, q, mean_rgb, batch_size=64, max_images=0,
+                progress=None):
+    """Posteriors from the central crop at scale Q, shape `(N, classes)`.
+
+    `progress`, if given, is called with the number of images of each batch
+    done (as are the other protocols')."""
     size = _crop_size(model)
     predict = _predictor(model)
     examples = split.examples.take(max_images) if max_images else split.examples
     ds = data_lib.eval_pipeline(dataclasses.replace(split, examples=examples),
                                 batch_size=batch_size, image_size=size,
                                 smallest_side=q, mean_rgb=mean_rgb)
-    return np.concatenate([predict(x).numpy() for x, _ in ds])
+    out = []
+    for x, _ in ds:
+        out.append(predict(x).numpy())
+        _advance(progress, len(out[-1]))
+    return np.concatenate(out)
 
 
-def dense(model, split, q, mean_rgb, batch_size=32, max_images=0, fcn=None):
+def dense(model, split, q, mean_rgb, batch_size=32, max_images=0, fcn=None,
+          progress=None):
     """Dense evaluation at scale Q: the fully-convolutional net on the whole
     image and its flip, posteriors averaged. Shape `(N, classes)`.
 
@@ -98,6 +109,7 @@ def dense(model, split, q, mean_rgb, batch_size=32, max_images=0, fcn=None):
         p = predict(tf.concat([x, tf.reverse(x, axis=[2])], axis=0)).numpy()
         for i, probs in zip(index.numpy(), (p[:n] + p[n:]) / 2):
             out[int(i)] = probs
+        _advance(progress, n)
     return np.stack([out[i] for i in range(len(out))])
 
 
@@ -115,7 +127,8 @@ def grid_crops(image, size, grid=GRID):
     return tf.concat([crops, tf.reverse(crops, axis=[2])], axis=0)
 
 
-def multicrop(model, split, q, mean_rgb, batch_size=64, max_images=0):
+def multicrop(model, split, q, mean_rgb, batch_size=64, max_images=0,
+              progress=None):
     """Multi-crop evaluation at scale Q: 5x5 crops x 2 flips, posteriors
     averaged. Shape `(N, classes)`."""
     size = _crop_size(model)
@@ -129,7 +142,13 @@ def multicrop(model, split, q, mean_rgb, batch_size=64, max_images=0):
         n = crops.shape[0]
         p = predict(tf.reshape(crops, [-1, size, size, 3])).numpy()
         out.append(p.reshape(n, crops_per_image, -1).mean(axis=1))
+        _advance(progress, n)
     return np.concatenate(out)
+
+
+def _advance(progress, images):
+    if progress is not None:
+        progress(images)
 
 
 _COMPONENTS = {"single": single_crop, "dense": dense, "multicrop": multicrop}
@@ -152,7 +171,7 @@ def errors(probs, labels, k=5):
 
 def evaluate_models(models, split, protocols=("dense",), scales=(256,),
                     mean_rgb=data_lib.IMAGENET_MEAN_RGB, batch_size=64,
-                    max_images=0):
+                    max_images=0, verbose=1):
     """Runs the protocols; posteriors averaged over scales, then models.
 
     Args:
@@ -165,6 +184,8 @@ def evaluate_models(models, split, protocols=("dense",), scales=(256,),
             list with one per model.
         batch_size: images per batch (crops per batch for multi-crop).
         max_images: evaluate the first images only (0: all).
+        verbose: 1 shows a progress bar with the time left over all passes
+            (models x protocols x scales, counted in images), 0 is silent.
 
     Returns:
         A dict: `images`, `scales`, `models`, and per protocol its `top1_error`
@@ -187,12 +208,24 @@ def evaluate_models(models, split, protocols=("dense",), scales=(256,),
     components = sorted({c for p in protocols for c in p.split("+")})
     labels = labels_of(split, max_images)
     probs, seconds = {}, {c: 0.0 for c in components}
+    passes = len(models) * len(components) * len(scales)
+    # Redrawn in place on a terminal; in a log file, a line every 30 s.
+    bar = keras.utils.Progbar(passes * len(labels), unit_name="image",
+                              interval=0.05 if sys.stdout.isatty() else 30) \
+        if verbose else None
+    done = [0]
+
+    def progress(images):
+        done[0] += images
+        bar.update(done[0])
+
     for m, (model, mean) in enumerate(zip(models, means)):
         fcn = keras_vgg.fully_convolutional(model) if "dense" in components else None
         for c in components:
             for q in scales:
                 start = time.perf_counter()
-                kwargs = dict(batch_size=batch_size, max_images=max_images)
+                kwargs = dict(batch_size=batch_size, max_images=max_images,
+                              progress=progress if bar else None)
                 if c == "dense":
                     kwargs["fcn"] = fcn
                 probs[m, c, q] = _COMPONENTS[c](model, split, q, mean, **kwargs)
