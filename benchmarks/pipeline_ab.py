@@ -5,7 +5,7 @@ process, interleaved, on one thread: what a change to `keras_vgg/recipes/data.py
     python benchmarks/pipeline_ab.py HEAD --rounds 5
 
 Both `train_pipeline`s run on the same in-memory ~500x375 JPEGs as
-`run.py`'s pipeline part (`cases.make_jpegs`); each round times the old one,
+`run.py`'s pipeline part (`cases_pipeline.make_jpegs`); each round times the old one,
 then the new one, then each step of the new one alone. Writes
 `benchmarks/results/pipeline_ab.json` (`--out`).
 """
@@ -23,7 +23,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks import cases  # noqa: E402
+from benchmarks import cases_pipeline as cases  # noqa: E402
 
 
 # The pipeline's file, now and before it moved into the package.

@@ -389,7 +389,7 @@ def run_rounds(jobs, p, timeout, skip, rounds, log):
 
 def pool(results):
     """One job's result from its rounds: samples pooled, figures recomputed."""
-    from benchmarks.cases import rate_summaries, summary
+    from benchmarks.measure import rate_summaries, summary
     ok = [r for r in results if r.get("status") == "ok"]
     if len(results) == 1 or not ok:
         return results[0]
