@@ -29,6 +29,7 @@ from keras_vgg.recipes.modeling import (build_model, compile_model, prebuild,
 PAPER_BATCH = 256  # the learning rate is given for this global batch
 
 
+@dataclasses.dataclass
 class TrainConfig:
     """Everything a run depends on; `recipes/config.py` fills it from flags."""
 
