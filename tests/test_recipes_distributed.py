@@ -24,7 +24,7 @@ from keras_vgg.recipes import callbacks, modeling, training
 REPLICA_CHECK = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
-    from keras_vgg.recipes import distribute, training
+    from keras_vgg.recipes import distribute, modeling, training
     distribute.split_cpu(2)
     import keras, numpy as np, tensorflow as tf
 
