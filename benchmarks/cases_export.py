@@ -17,8 +17,8 @@ EXPORT_CANDIDATES = {
     # kind: [(module, function), ...]; the first that exists is used, called as
     # fn(keras_vgg.fully_convolutional(model), path): export/export_vgg.py's
     # conversions take the dense (FC-as-conv) model, as its `export()` does.
-    "saved_model": [("keras_vgg.export.export_vgg", "export_saved_model")],
-    "onnx": [("keras_vgg.export.export_vgg", "export_onnx")],
+    "saved_model": [("keras_vgg.export.serving", "export_saved_model")],
+    "onnx": [("keras_vgg.export.onnx_export", "export_onnx")],
 }
 
 

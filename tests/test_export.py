@@ -21,7 +21,7 @@ Image = pytest.importorskip("PIL.Image")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from keras_vgg.export import export_vgg  # noqa: E402
+from keras_vgg.export import export_vgg, onnx_export  # noqa: E402
 from keras_vgg.recipes.data import rescale  # noqa: E402
 
 SAMPLE_JPEG = os.path.join(os.path.dirname(pytest.importorskip("sklearn").__file__),
@@ -299,7 +299,7 @@ def test_onnx_round_trip(tiny, rng):
     path = os.path.join(tiny["path"], "model.onnx")
     onnx.checker.check_model(path, full_check=True)
     proto = onnx.load(path, load_external_data=False)
-    assert proto.opset_import[0].version == export_vgg.ONNX_OPSET
+    assert proto.opset_import[0].version == onnx_export.ONNX_OPSET
     (images,) = proto.graph.input
     assert images.name == "images"
     assert [d.dim_param or d.dim_value for d in images.type.tensor_type.shape.dim] == [
@@ -358,7 +358,7 @@ def test_onnx_check_catches_a_wrong_model(tiny):
     model.get_layer("predictions").set_weights([kernel * 20, bias])
     other = keras_vgg.fully_convolutional(model)
     with pytest.raises(AssertionError, match="differs from TensorFlow"):
-        export_vgg.check_onnx_model(other, os.path.join(tiny["path"], "model.onnx"))
+        onnx_export.check_onnx_model(other, os.path.join(tiny["path"], "model.onnx"))
 
 
 # --- command line ---------------------------------------------------------------
