@@ -77,7 +77,7 @@ def _recipes_pipeline(examples, size, params):
         data = importlib.import_module("keras_vgg.recipes.data")
     except ModuleNotFoundError as e:
         return None, f"not available yet: {e}"
-    missing = [n for n in ("train_pipeline", "Split", "IMAGENET_MEAN_RGB")
+    missing = [n for n in ("train_pipeline", "IMAGENET_MEAN_RGB")
                if not hasattr(data, n)]
     if missing:
         return None, f"not available yet: recipes.data has no {', '.join(missing)}"
@@ -89,8 +89,11 @@ def _recipes_pipeline(examples, size, params):
 def recipes_train_dataset(data, examples, size, batch_size, crop_size):
     """One epoch of `data.train_pipeline` (a `recipes.data` module, of this
     tree or of another revision) at the paper's S in [256, 512]."""
+    # `Split` moved from recipes.data to recipes.sources; old revisions have it.
+    split_class = getattr(data, "Split", None) or \
+        importlib.import_module("keras_vgg.recipes.sources").Split
     return data.train_pipeline(
-        data.Split("train", examples, size), global_batch=batch_size,
+        split_class("train", examples, size), global_batch=batch_size,
         image_size=crop_size, scale=(256, 512), mean_rgb=data.IMAGENET_MEAN_RGB,
         seed=0, initial_epoch=0, epochs=1, steps_per_epoch=size // batch_size)
 

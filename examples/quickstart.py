@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 from sklearn.datasets import load_sample_images  # noqa: E402
 
 import keras_vgg  # noqa: E402
-from keras_vgg.recipes.data import digits  # noqa: E402
+from keras_vgg.recipes.sources import digits  # noqa: E402
 
 
 def main():

@@ -8,6 +8,7 @@ import keras_vgg
 from test_recipes_helpers import encoded, random_images, split_of
 
 from keras_vgg.recipes import data as data_lib
+from keras_vgg.recipes import sources
 
 
 def seeds(n):
@@ -207,7 +208,7 @@ def test_folder_dataset_with_train_and_val_subfolders(tmp_path, rng):
             for i in range(n):
                 _write_png(tmp_path / split / label / f"{i}.png", rng)
     (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")
-    source = data_lib.load_source(f"folder:{tmp_path}")
+    source = sources.load_source(f"folder:{tmp_path}")
     assert source.class_names == ["cat", "dog"]
     assert (source.train.size, source.val.size) == (6, 4)
     labels = [int(y) for _, y in source.train.examples]
@@ -220,13 +221,13 @@ def test_folder_dataset_of_class_subfolders_holds_out_every_tenth(tmp_path, rng)
     for label in ("a", "b", "c"):
         for i in range(10):
             _write_png(tmp_path / label / f"{i:02d}.png", rng)
-    source = data_lib.load_source(f"folder:{tmp_path}")
+    source = sources.load_source(f"folder:{tmp_path}")
     assert (source.train.size, source.val.size, source.num_classes) == (27, 3, 3)
 
 
 def test_digits_folder_is_real_data_written_once(tmp_path):
-    root = data_lib.write_digits(tmp_path / "digits")
-    source = data_lib.load_source(f"folder:{root}")
+    root = sources.write_digits(tmp_path / "digits")
+    source = sources.load_source(f"folder:{root}")
     assert source.num_classes == 10
     assert source.train.size + source.val.size == 1797
     assert 280 < source.val.size < 320
@@ -237,28 +238,28 @@ def test_digits_folder_is_real_data_written_once(tmp_path):
 
 
 def test_missing_imagenet_says_how_to_prepare_it(tmp_path):
-    with pytest.raises(data_lib.DataError) as e:
-        data_lib.load_source("imagenet2012", data_dir=str(tmp_path))
+    with pytest.raises(sources.DataError) as e:
+        sources.load_source("imagenet2012", data_dir=str(tmp_path))
     message = str(e.value)
     for needed in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar",
                    "--manual_dir", "image-net.org", str(tmp_path), "--smoke"):
         assert needed in message, needed
     # Tars that are not there: the same instructions, naming the folder.
-    with pytest.raises(data_lib.DataError, match="did not contain"):
-        data_lib.load_source("imagenet2012", data_dir=str(tmp_path),
+    with pytest.raises(sources.DataError, match="did not contain"):
+        sources.load_source("imagenet2012", data_dir=str(tmp_path),
                              manual_dir=str(tmp_path / "tars"))
 
 
 def test_other_missing_datasets_give_clear_errors(tmp_path):
-    with pytest.raises(data_lib.DataError, match="TFDS has no dataset 'no_such_set'"):
-        data_lib.load_source("no_such_set", data_dir=str(tmp_path))
-    with pytest.raises(data_lib.DataError, match="not prepared.*tfds build mnist"):
-        data_lib.load_source("mnist", data_dir=str(tmp_path), download=False)
-    with pytest.raises(data_lib.DataError, match="does not exist"):
-        data_lib.load_source(f"folder:{tmp_path / 'nothing'}")
+    with pytest.raises(sources.DataError, match="TFDS has no dataset 'no_such_set'"):
+        sources.load_source("no_such_set", data_dir=str(tmp_path))
+    with pytest.raises(sources.DataError, match="not prepared.*tfds build mnist"):
+        sources.load_source("mnist", data_dir=str(tmp_path), download=False)
+    with pytest.raises(sources.DataError, match="does not exist"):
+        sources.load_source(f"folder:{tmp_path / 'nothing'}")
     (tmp_path / "one_class").mkdir()
-    with pytest.raises(data_lib.DataError, match="one subfolder per class"):
-        data_lib.load_source(f"folder:{tmp_path}")
+    with pytest.raises(sources.DataError, match="one subfolder per class"):
+        sources.load_source(f"folder:{tmp_path}")
 
 
 def test_mean_rgb_flag_values():

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from test_recipes_helpers import ROOT, TINY_FLAGS, recipe_env, run_recipe
 
-from keras_vgg.recipes import callbacks, modeling, training
+from keras_vgg.recipes import callbacks
 
 # Two replicas and one replica take the first steps on the same global batch.
 # Dropout is off (its masks are drawn per replica) and there is no BatchNorm
@@ -144,8 +144,8 @@ def _free_ports(n):
 
 @pytest.mark.slow
 def test_two_workers_on_loopback_train_together(tmp_path):
-    from keras_vgg.recipes import data as data_lib
-    root = data_lib.write_digits(tmp_path / "digits")
+    from keras_vgg.recipes import sources
+    root = sources.write_digits(tmp_path / "digits")
     workers = [f"localhost:{p}" for p in _free_ports(2)]
     run = tmp_path / "run"
     args = [str(ROOT / "recipes" / "train_imagenet.py"), *TINY_FLAGS,

@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `recipes` is a folder of the repo, not installed
     sys.path.insert(0, str(ROOT))
 
-from keras_vgg.recipes import data as data_lib  # noqa: E402
+from keras_vgg.recipes import sources  # noqa: E402
 
 TINY = dict(widths=(4, 8, 8, 16, 16), fc_units=32)
 TINY_FLAGS = ["--widths=4,8,8,16,16", "--fc_units=32", "--image_size=32"]
@@ -28,7 +28,7 @@ def split_of(images, labels, name="val"):
     ds = tf.data.Dataset.from_tensor_slices(
         (tf.constant([encoded(im) for im in images]),
          tf.constant(labels, tf.int64)))
-    return data_lib.Split(name, ds, len(images))
+    return sources.Split(name, ds, len(images))
 
 
 def random_images(rng, sizes):

@@ -184,8 +184,8 @@ def test_nan_loss_stops_the_run_before_it_is_saved(tmp_path, rng):
 
 
 def test_train_in_process_writes_the_run(tmp_path, monkeypatch):
-    from keras_vgg.recipes import data as data_lib
-    root = data_lib.write_digits(tmp_path / "digits")
+    from keras_vgg.recipes import sources
+    root = sources.write_digits(tmp_path / "digits")
     cfg = training.TrainConfig(
         model_dir=str(tmp_path / "run"), model="A", batch_norm=True,
         widths=(4, 8, 8, 16, 16), fc_units=32, init="glorot",
@@ -232,8 +232,8 @@ def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, monkeypatch):
     """Interrupted after epoch 2's row is written (before its backup), the
     rerun redoes epoch 2 from the epoch-1 backup, with the same batches,
     augmentations and dropout masks: every number matches, bit for bit."""
-    from keras_vgg.recipes import data as data_lib
-    root = data_lib.write_digits(tmp_path / "digits")
+    from keras_vgg.recipes import sources
+    root = sources.write_digits(tmp_path / "digits")
 
     def cfg(name):
         return training.TrainConfig(

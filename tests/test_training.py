@@ -8,7 +8,7 @@ import pytest
 import keras_vgg
 
 pytest.importorskip("sklearn.datasets")
-from keras_vgg.recipes.data import digits  # noqa: E402
+from keras_vgg.recipes.sources import digits  # noqa: E402
 
 
 def digits_as_images():

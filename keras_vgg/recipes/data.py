@@ -1,10 +1,8 @@
 """Input pipelines of the paper (sections 3.1 and 3.2) as `tf.data`.
 
-Sources: any TensorFlow Datasets image classification dataset (ImageNet is
-`imagenet2012`, prepared by TFDS from the tar files the user downloaded) or a
-folder of class subfolders (`folder:/path`). Both yield encoded images and
-integer labels; decoding happens after shuffling, so shuffle buffers hold
-compressed bytes.
+The splits come from `keras_vgg.recipes.sources` (TFDS or a folder) as
+encoded images and labels; decoding happens here, after shuffling, so
+shuffle buffers hold compressed bytes.
 
 Training augmentation, per image: isotropic rescale so the smallest side is S
 (fixed, or drawn uniformly from [S_min, S_max]: "scale jittering"), a random
@@ -18,11 +16,13 @@ mean subtracted), so models trained here and the pretrained ImageNet weights
 take the same inputs.
 """
 
-import dataclasses
+import json
 import pathlib
 
 import numpy as np
 import tensorflow as tf
+
+from keras_vgg.recipes.sources import DataError
 
 # Mean RGB of the ILSVRC-2012 training set (keras_vgg.IMAGENET_MEAN_BGR reversed).
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
@@ -37,235 +37,10 @@ PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
               (-0.5836, -0.6948, 0.4203))
 PCA_STDDEV = 0.1  # AlexNet's standard deviation of the random coefficients
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 _EPOCH_STRIDE = 1 << 32  # seed space per epoch: more than any epoch's images
 _DCT = "INTEGER_ACCURATE"  # libjpeg's default, as in PIL and OpenCV
 # A permutation (no tensor at import: TF's devices must stay unconfigured).
 _RGB_TO_BGR = ((0., 0., 1.), (0., 1., 0.), (1., 0., 0.))
-
-
-class DataError(Exception):
-    """A dataset is missing or malformed; the message says what to do."""
-
-
-@dataclasses.dataclass
-class Split:
-    """One split: a dataset of `(encoded image bytes, int64 label)`."""
-
-    name: str
-    examples: tf.data.Dataset
-    size: int
-
-
-@dataclasses.dataclass
-class Source:
-    """A dataset's train and validation splits and its classes."""
-
-    name: str
-    train: Split
-    val: Split
-    class_names: list
-
-    @property
-    def num_classes(self):
-        return len(self.class_names)
-
-
-# --------------------------------------------------------------------------
-# Sources
-
-
-def load_source(dataset, data_dir=None, manual_dir=None, train_split="train",
-                val_split=None, download=True):
-    """Opens a dataset: `folder:/path` or a TFDS name (e.g. `imagenet2012`).
-
-    Args:
-        dataset: `"folder:/path"` or a TFDS dataset name, optionally with a
-            config/version (`"cifar10"`, `"imagenet2012:5.1.0"`).
-        data_dir: TFDS data directory (TFDS' default when `None`).
-        manual_dir: where the manually downloaded files are (ImageNet's tars).
-        train_split: the training split, TFDS slicing allowed (`train[:90%]`).
-        val_split: the validation split; `None` picks `validation`, else
-            `test`. For folders, the subfolder (default `val`/`validation`).
-        download: let TFDS download and prepare a missing dataset.
-
-    Returns:
-        A `Source`.
-
-    Raises:
-        DataError: the dataset is missing or malformed; the message says how
-            to prepare it.
-    """
-    if dataset.startswith("folder:"):
-        return load_folder(dataset[len("folder:"):], val_split)
-    return load_tfds(dataset, data_dir, manual_dir, train_split, val_split,
-                     download)
-
-
-def load_folder(root, val_split=None):
-    """A folder of images in class subfolders.
-
-    Either `root/train/<class>/*.png` with `root/val/<class>/...` (or
-    `validation/`, or the subfolder named by `val_split`), or just
-    `root/<class>/...`, in which case every 10th image of each class (by
-    sorted file name) is held out for validation.
-    """
-    root = pathlib.Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(
-            f"Dataset folder {str(root)!r} does not exist. Expected class "
-            "subfolders of images, either directly in it or under train/ and "
-            "val/ (e.g. --dataset=folder:/data/flowers with "
-            "/data/flowers/train/daisy/1.jpg).")
-    val_names = [val_split] if val_split else ["val", "validation"]
-    val_dir = next((root / n for n in val_names if (root / n).is_dir()), None)
-    if (root / "train").is_dir() and val_dir is not None:
-        class_names = _class_dirs(root / "train")
-        train = _list_images(root / "train", class_names)
-        val = _list_images(val_dir, class_names)
-    else:
-        if val_split:
-            raise DataError(f"Dataset folder {str(root)!r} has no subfolder "
-                            f"{val_split!r} (from --val_split).")
-        class_names = _class_dirs(root)
-        files = _list_images(root, class_names)
-        held_out = [i % 10 == 9 for i in range(len(files))]
-        train = [f for f, h in zip(files, held_out) if not h]
-        val = [f for f, h in zip(files, held_out) if h]
-    if not train or not val:
-        raise DataError(f"Dataset folder {str(root)!r} has no images for "
-                        f"{'training' if not train else 'validation'}.")
-    return Source(f"folder:{root}", _file_split("train", train),
-                  _file_split(val_dir.name if val_dir else "val", val),
-                  class_names)
-
-
-def _class_dirs(root):
-    names = sorted(p.name for p in root.iterdir()
-                   if p.is_dir() and not p.name.startswith("."))
-    if len(names) < 2:
-        raise DataError(f"Dataset folder {str(root)!r} must hold one subfolder "
-                        f"per class (at least 2). Found: {names}")
-    return names
-
-
-def _list_images(root, class_names):
-    files = []
-    for label, name in enumerate(class_names):
-        folder = root / name
-        if not folder.is_dir():
-            raise DataError(f"Class {name!r} has no folder in {str(root)!r}.")
-        files += [(str(p), label) for p in sorted(folder.rglob("*"))
-                  if p.suffix.lower() in IMAGE_EXTENSIONS]
-    return files
-
-
-def _file_split(name, files):
-    paths = tf.constant([f for f, _ in files])
-    labels = tf.constant([label for _, label in files], tf.int64)
-    examples = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
-        lambda path, label: (tf.io.read_file(path), label),
-        num_parallel_calls=tf.data.AUTOTUNE)
-    return Split(name, examples, len(files))
-
-
-def imagenet_instructions(data_dir, manual_dir):
-    """What to do when ImageNet is not prepared."""
-    data_dir = data_dir or "~/tensorflow_datasets"
-    return (
-        f"ImageNet (TFDS 'imagenet2012') is not prepared in {data_dir}.\n"
-        "To prepare it (once; about 155 GB of tars, 150 GB once prepared):\n"
-        "  1. Register at https://image-net.org/download-images and download\n"
-        "     ILSVRC2012_img_train.tar (138 GB) and ILSVRC2012_img_val.tar\n"
-        "     (6.3 GB) into one folder, e.g. ~/imagenet_tars.\n"
-        "  2. Run the recipe with --manual_dir=~/imagenet_tars (and "
-        f"--data_dir={data_dir});\n"
-        "     TFDS extracts and converts them on the first run, or beforehand:\n"
-        "     tfds build imagenet2012 --manual_dir=~/imagenet_tars "
-        f"--data_dir={data_dir}\n"
-        "No ImageNet at hand? `python recipes/train_imagenet.py --smoke` runs "
-        "the whole recipe offline on a small dataset that scikit-learn ships."
-        + (f"\n(--manual_dir={manual_dir} did not contain the two tars.)"
-           if manual_dir else ""))
-
-
-def load_tfds(name, data_dir=None, manual_dir=None, train_split="train",
-              val_split=None, download=True):
-    """A TFDS image classification dataset, prepared if needed and possible."""
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as e:  # DatasetNotFoundError and friends
-        raise DataError(
-            f"TFDS has no dataset {name!r} ({type(e).__name__}: "
-            f"{str(e).splitlines()[0]}). Use a TFDS image classification "
-            "dataset name (e.g. imagenet2012, cifar10, oxford_flowers102) or "
-            "--dataset=folder:/path/to/class/subfolders.") from None
-    is_imagenet = builder.name == "imagenet2012"
-    if not builder.is_prepared():
-        manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
-        if manual and not manual_dir:
-            if is_imagenet:
-                raise DataError(imagenet_instructions(data_dir, manual_dir))
-            raise DataError(
-                f"TFDS dataset {name!r} is not prepared in "
-                f"{builder.data_dir_root} and needs files you download "
-                f"yourself; pass their folder as --manual_dir. TFDS says:\n"
-                f"{manual.strip()}")
-        if not download and not manual_dir:
-            raise DataError(
-                f"TFDS dataset {name!r} is not prepared in "
-                f"{builder.data_dir_root}, and --nodownload forbids fetching "
-                f"it. Prepare it with `tfds build {name} --data_dir=...`.")
-        try:
-            config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-            builder.download_and_prepare(download_config=config)
-        except Exception as e:
-            if is_imagenet:
-                raise DataError(imagenet_instructions(data_dir, manual_dir)
-                                + f"\nTFDS said: {e}") from None
-            raise DataError(
-                f"Could not download and prepare TFDS dataset {name!r} into "
-                f"{builder.data_dir_root} ({type(e).__name__}: {e}). Without "
-                f"network access, run `tfds build {name} --data_dir=DIR` on a "
-                "connected machine, copy DIR here and pass --data_dir=DIR."
-            ) from None
-    info = builder.info
-    if not info.supervised_keys or len(info.supervised_keys) != 2:
-        raise DataError(f"TFDS dataset {name!r} has no (image, label) "
-                        "supervised keys; it is not image classification.")
-    image_key, label_key = info.supervised_keys
-    label = info.features[label_key]
-    if not isinstance(info.features[image_key], tfds.features.Image) or \
-            not hasattr(label, "num_classes"):
-        raise DataError(f"TFDS dataset {name!r} is not image classification "
-                        f"(features {image_key!r}, {label_key!r}).")
-    if val_split is None:
-        val_split = next((s for s in ("validation", "test") if s in info.splits),
-                         None)
-        if val_split is None:
-            raise DataError(
-                f"TFDS dataset {name!r} has no 'validation' or 'test' split "
-                f"(splits: {list(info.splits)}); hold some out with e.g. "
-                "--train_split='train[:90%]' --val_split='train[90%:]'.")
-
-    def split(s):
-        try:
-            size = info.splits[s].num_examples
-        except (KeyError, ValueError) as e:
-            raise DataError(f"TFDS dataset {name!r} has no split {s!r} "
-                            f"({e}). Splits: {list(info.splits)}") from None
-        ds = builder.as_dataset(
-            split=s, shuffle_files=False, as_supervised=True,
-            # Keep images encoded until after shuffling.
-            decoders={image_key: tfds.decode.SkipDecoding()},
-            read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=16))
-        return Split(s, ds, size)
-
-    names = label.names if hasattr(label, "names") else \
-        [str(i) for i in range(label.num_classes)]
-    return Source(name, split(train_split), split(val_split), list(names))
 
 
 # --------------------------------------------------------------------------
@@ -446,7 +221,7 @@ def train_pipeline(split, *, global_batch, image_size, scale, mean_rgb, seed,
     ds = one_epoch(initial_epoch)
     for epoch in range(initial_epoch + 1, epochs):
         ds = ds.concatenate(one_epoch(epoch))
-    return _with_options(ds).prefetch(tf.data.AUTOTUNE)
+    return with_options(ds).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_pipeline(split, *, batch_size, image_size, smallest_side, mean_rgb):
@@ -458,10 +233,10 @@ def eval_pipeline(split, *, batch_size, image_size, smallest_side, mean_rgb):
 
     ds = split.examples.map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
                             deterministic=True)
-    return _with_options(ds.batch(batch_size)).prefetch(tf.data.AUTOTUNE)
+    return with_options(ds.batch(batch_size)).prefetch(tf.data.AUTOTUNE)
 
 
-def _with_options(ds):
+def with_options(ds):
     options = tf.data.Options()
     options.deterministic = True
     # Each worker reads everything and keeps its share of every batch: works
@@ -486,6 +261,18 @@ def mean_rgb_of(split, max_images=10_000):
     return tuple(float(round(v, 3)) for v in total / count)
 
 
+def model_mean_rgb(path, value=None):
+    """The mean RGB the model in `path` takes: `value` when it is given
+    (`imagenet`, `R,G,B`; not `dataset`), else the one in the `summary.json`
+    of the run that wrote it, else ImageNet's."""
+    if value not in (None, "auto"):
+        return parse_mean_rgb(value)
+    summary = pathlib.Path(path).with_name("summary.json")
+    if summary.exists():
+        return tuple(json.loads(summary.read_text())["mean_rgb"])
+    return IMAGENET_MEAN_RGB
+
+
 def parse_mean_rgb(value, train_split=None):
     """`imagenet`, `dataset` (computed from `train_split`) or `R,G,B`."""
     if value == "imagenet":
@@ -501,45 +288,3 @@ def parse_mean_rgb(value, train_split=None):
         raise ValueError(f"--mean_rgb must be 'imagenet', 'dataset' or three "
                          f"numbers 'R,G,B'. Received: {value!r}")
     return rgb
-
-
-# --------------------------------------------------------------------------
-# The smoke run's dataset
-
-
-def digits(upscale=4):
-    """scikit-learn's 1,797 handwritten digits as RGB images in [0, 255].
-
-    The digits (UCI, 8x8 grey levels 0-16) ship with scikit-learn, so this
-    works offline. Returns `(images, labels)`: float64 images of shape
-    `(1797, 8*upscale, 8*upscale, 3)` and integer labels 0-9.
-    """
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    images = np.kron(data.images, np.ones((upscale, upscale))) * (255 / 16)
-    return images[..., None].repeat(3, -1), data.target
-
-
-def write_digits(root, upscale=4):
-    """Writes scikit-learn's 1,797 handwritten digits as PNG class folders.
-
-    The digits (UCI, 8x8 grey levels 0-16) ship with scikit-learn, so this
-    works offline. Images are upscaled to 8*upscale pixels, RGB, and split
-    1/6 to `val/` (every 6th image), the rest to `train/`. Returns `root`.
-    """
-    from PIL import Image
-
-    root = pathlib.Path(root)
-    marker = root / ".complete"
-    if marker.exists():
-        return root
-    images, labels = digits(upscale)
-    images = np.clip(np.round(images), 0, 255).astype(np.uint8)
-    for i, (image, label) in enumerate(zip(images, labels)):
-        split = "val" if i % 6 == 5 else "train"
-        folder = root / split / str(label)
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / f"{i:04d}.png")
-    marker.touch()
-    return root
