@@ -99,3 +99,103 @@ class MinimumInputSize(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "min_size": self.min_size,
                 "data_format": self.data_format}
+
+
+@keras.saving.register_keras_serializable(package="keras_vgg")
+class IsotropicRescale(keras.layers.Layer):
+    """Rescales images so that their smallest side is `smallest_side`.
+
+    The paper's test-time rescale (section 3.2: the image's smallest side
+    becomes Q, the aspect ratio is kept), as a layer, so that one model can
+    apply a network at several scales (the transfer descriptors of Appendix
+    B). Bilinear interpolation with half-pixel centres, without antialiasing
+    (`tf.image.resize(..., antialias=False)`, PyTorch's
+    `interpolate(mode="bilinear", align_corners=False)`), written with
+    `keras.ops` gathers, so it runs on every backend, on images whose size is
+    unknown until run time, and converts to ONNX. The other side is rounded
+    as `keras_vgg.recipes.data.rescale` rounds it.
+
+    Args:
+        smallest_side: Q, the smallest side after rescaling.
+        data_format: `"channels_last"` or `"channels_first"`.
+    """
+
+    def __init__(self, smallest_side, data_format="channels_last", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(smallest_side, int) or smallest_side < 1:
+            raise ValueError("`smallest_side` must be a positive integer. "
+                             f"Received: smallest_side={smallest_side!r}")
+        self.smallest_side = smallest_side
+        self.data_format = data_format
+
+    def _axes(self):
+        return (1, 2) if self.data_format == "channels_last" else (2, 3)
+
+    def call(self, x):
+        rows, cols = self._axes()
+        shape = ops.shape(x)
+        h = ops.cast(shape[rows], "float32")
+        w = ops.cast(shape[cols], "float32")
+        side = float(self.smallest_side)
+        short = ops.minimum(h, w)
+        new_h = ops.where(h <= w, side, ops.round(h * side / short))
+        new_w = ops.where(h <= w, ops.round(w * side / short), side)
+        x = _linear_resize(x, rows, shape[rows], new_h)
+        return _linear_resize(x, cols, shape[cols], new_w)
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        rows, cols = self._axes()
+        h, w = shape[rows], shape[cols]
+        if h is None or w is None:
+            shape[rows] = shape[cols] = None
+        else:
+            side, short = self.smallest_side, min(h, w)
+            shape[rows] = side if h <= w else round(h * side / short)
+            shape[cols] = round(w * side / short) if h <= w else side
+        return tuple(shape)
+
+    def get_config(self):
+        return {**super().get_config(), "smallest_side": self.smallest_side,
+                "data_format": self.data_format}
+
+
+def _linear_resize(x, axis, size, new_size):
+    """Linear interpolation of `x` along `axis` from `size` to `new_size`
+    samples, half-pixel centres (sample i sits at (i + 0.5) * size / new_size
+    - 0.5), edges clamped."""
+    scale = ops.cast(size, "float32") / new_size
+    position = (ops.cast(ops.arange(ops.cast(new_size, "int32")), "float32")
+                + 0.5) * scale - 0.5
+    position = ops.clip(position, 0.0, ops.cast(size, "float32") - 1.0)
+    low = ops.cast(ops.floor(position), "int32")
+    high = ops.minimum(low + 1, ops.cast(size, "int32") - 1)
+    frac = position - ops.cast(low, "float32")
+    weight_shape = [1] * len(x.shape)
+    weight_shape[axis] = -1
+    frac = ops.cast(ops.reshape(frac, weight_shape), x.dtype)
+    a, b = ops.take(x, low, axis=axis), ops.take(x, high, axis=axis)
+    return a + (b - a) * frac
+
+
+@keras.saving.register_keras_serializable(package="keras_vgg")
+class HorizontalFlip(keras.layers.Layer):
+    """Mirrors images left-right (deterministically, unlike `RandomFlip`):
+    the flip the paper averages over at test time.
+
+    Args:
+        data_format: `"channels_last"` or `"channels_first"`.
+    """
+
+    def __init__(self, data_format="channels_last", **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = data_format
+
+    def call(self, x):
+        return ops.flip(x, axis=2 if self.data_format == "channels_last" else 3)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}

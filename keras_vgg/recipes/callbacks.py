@@ -120,12 +120,14 @@ class HistoryCSV(keras.callbacks.Callback):
     On start the file is cut back to the epochs before `initial_epoch` (those
     the restored backup includes); each epoch's row is then added with an
     atomic rewrite. Add it before `Backup`, so a row is on disk before the
-    backup that counts its epoch as done.
+    backup that counts its epoch as done. `extra` holds constant columns
+    (a run of several stages names each row's stage).
     """
 
-    def __init__(self, path, initial_epoch=0):
+    def __init__(self, path, initial_epoch=0, extra=None):
         super().__init__()
         self.path = pathlib.Path(path)
+        self.extra = dict(extra or {})
         self.rows = [r for r in read_history(self.path)
                      if int(r["epoch"]) < initial_epoch]
         self._write()
@@ -138,7 +140,8 @@ class HistoryCSV(keras.callbacks.Callback):
         self._start = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch, "learning_rate": float(f"{self._lr:.7g}"),
+        row = {"epoch": epoch, **self.extra,
+               "learning_rate": float(f"{self._lr:.7g}"),
                "seconds": round(time.time() - self._start, 3)}
         row.update({k: float(v) for k, v in (logs or {}).items()
                     if k != "learning_rate"})

@@ -72,8 +72,25 @@ def split_cpu(replicas):
             f"CPU device(s) ({e}).") from None
 
 
+_STRATEGIES = {}
+
+
 def make_strategy(cpu_replicas=0):
-    """The strategy for this process (see the module docstring)."""
+    """The strategy for this process (see the module docstring).
+
+    One per process and setting, reused by later runs in the same process
+    (the transfer smoke run trains five models in one): each new
+    MirroredStrategy numbers its collective all-reduces from the start again,
+    and TensorFlow then matches a new run's all-reduce with an old one of
+    another shape ("Shape mismatch in the collective instance").
+    """
+    key = (cpu_replicas, os.environ.get("TF_CONFIG", ""))
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = _new_strategy(cpu_replicas)
+    return _STRATEGIES[key]
+
+
+def _new_strategy(cpu_replicas):
     if num_workers() > 1:
         if cpu_replicas > 1:
             raise DistributeError(

@@ -9,10 +9,12 @@ import keras_vgg
 from keras_vgg.recipes.callbacks import TrainingError
 
 
-def build_model(cfg, num_classes):
-    """The VGG of `cfg`, initialised as the paper did, with L2 on its weights."""
+def build_model(cfg, num_classes, classifier_activation="softmax"):
+    """The VGG of `cfg`, initialised as the paper did (`cfg.init="paper"`)
+    or with Keras' defaults, with L2 on its weights."""
     model = keras_vgg.VGG(cfg.model, batch_norm=cfg.batch_norm,
                           classes=num_classes,
+                          classifier_activation=classifier_activation,
                           input_shape=(cfg.image_size, cfg.image_size, 3),
                           widths=tuple(cfg.widths), fc_units=cfg.fc_units,
                           dropout=cfg.dropout)
@@ -33,21 +35,76 @@ def _float32_classifier(layer):
     return layer.__class__.from_config(config)
 
 
-def compile_model(model, cfg, learning_rate):
+def compile_model(model, cfg, learning_rate, multi_label=False, multipliers=None):
     """SGD with momentum on the cross-entropy (plus the L2 penalty that
     `build_model` put on the weights), tracking top-1 and top-5 accuracy.
-    Call under the strategy's scope."""
+    Call under the strategy's scope.
+
+    Args:
+        multi_label: sigmoid outputs and multi-hot labels: binary
+            cross-entropy, tracking the area under the precision-recall
+            curve (`pr_auc`, close to mean average precision).
+        multipliers: `{layer name: factor}` of the learning rate per layer
+            (`LayerwiseSGD`); others train at `learning_rate`.
+    """
     classes = model.output.shape[-1]
+    if multi_label:
+        loss = keras.losses.BinaryCrossentropy()
+        metrics = [keras.metrics.AUC(curve="PR", multi_label=True, name="pr_auc")]
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="top1"),
+                   keras.metrics.SparseTopKCategoricalAccuracy(
+                       k=min(5, classes), name="top5")]
+    # Plain SGD when no layer has a multiplier: model.keras then needs
+    # nothing of this package to load with its optimizer.
+    optimizer = LayerwiseSGD(learning_rate, momentum=cfg.momentum,
+                             multipliers=multipliers) if multipliers else \
+        keras.optimizers.SGD(learning_rate, momentum=cfg.momentum)
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate, momentum=cfg.momentum),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
-                 keras.metrics.SparseTopKCategoricalAccuracy(
-                     k=min(5, classes), name="top5")],
-        jit_compile=cfg.jit_compile)
+        optimizer=optimizer,
+        loss=loss, metrics=metrics, jit_compile=cfg.jit_compile)
 
 
-def prebuild(model, image_size):
+@keras.saving.register_keras_serializable(package="keras_vgg")
+class LayerwiseSGD(keras.optimizers.SGD):
+    """SGD (with momentum) whose learning rate is scaled per layer.
+
+    Caffe's `lr_mult`, as fine-tuning uses it: the pretrained layers learn at
+    `multiplier x learning_rate`, a new head at the full rate. Each
+    variable's update is exactly the update plain SGD would make at the
+    scaled rate (momentum buffer included), since the rate multiplies the
+    gradient inside the buffer. Without multipliers it is plain SGD.
+
+    Args:
+        learning_rate: the full rate (the schedule's).
+        multipliers: `{layer name: factor}`; a variable's layer is the first
+            part of its path (`block5_conv1/kernel` -> `block5_conv1`).
+        **kwargs: as `keras.optimizers.SGD`.
+    """
+
+    def __init__(self, learning_rate=0.01, multipliers=None, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.multipliers = {str(k): float(v) for k, v in (multipliers or {}).items()}
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._factors = [self.multipliers.get(v.path.split("/")[0], 1.0)
+                         for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._factors[self._get_variable_index(variable)]
+        if factor != 1.0:
+            learning_rate = keras.ops.multiply(learning_rate, factor)
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "multipliers": dict(self.multipliers)}
+
+
+def prebuild(model, image_size, label_shape=()):
     """Builds the compiled metrics, loss and optimizer now (call under the
     strategy's scope), from a batch of zeros.
 
@@ -57,9 +114,11 @@ def prebuild(model, image_size):
     MultiWorkerMirroredStrategy ("Attempt to convert a value (PerReplica...)").
     Built here, that step has nothing left to do and is skipped.
     """
+    inputs = (1, image_size, image_size, 3) if isinstance(image_size, int) \
+        else (1, *image_size)
     model._symbolic_build(data_batch=(
-        np.zeros((1, image_size, image_size, 3), "float32"),
-        np.zeros((1,), "int64")))
+        np.zeros(inputs, "float32"),
+        np.zeros((1, *label_shape), "float32" if label_shape else "int64")))
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 

@@ -32,32 +32,21 @@ the same `--model_dir`.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app  # noqa: E402
 
 from keras_vgg.recipes import config  # noqa: E402
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        # TensorFlow logs every all-reduce at INFO through absl; keep the
-        # console to progress bars and the recipe's own messages.
-        logging.set_verbosity(logging.WARNING)
-    cfg = config.train_config()
-    from keras_vgg.recipes import callbacks, distribute
-    from keras_vgg.recipes import data as data_lib
-    from keras_vgg.recipes import training
-    try:
-        training.train(cfg)
-    except (data_lib.DataError, distribute.DistributeError,
-            callbacks.TrainingError) as e:
-        print(f"\nerror: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    def job():
+        cfg = config.train_config()
+        from keras_vgg.recipes import training
+        return training.train(cfg)
+
+    config.run_job(argv, job)
 
 
 def run():

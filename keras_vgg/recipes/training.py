@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import keras_vgg
 from keras_vgg.recipes import data as data_lib
-from keras_vgg.recipes import distribute
+from keras_vgg.recipes import distribute, sources
 from keras_vgg.recipes.callbacks import (Backup, HistoryCSV, NaNGuard,
                                          PlateauSchedule, TrainingError,
                                          atomic_write, read_backup,
@@ -27,6 +27,7 @@ from keras_vgg.recipes.modeling import (build_model, compile_model, prebuild,
                                         warm_start)
 
 PAPER_BATCH = 256  # the learning rate is given for this global batch
+EVAL_BATCH = 64    # validation batches at least this large: no gradients to keep
 
 
 @dataclasses.dataclass
@@ -72,12 +73,17 @@ class TrainConfig:
 
     @property
     def eval_q(self):
-        if self.eval_scale:
-            return self.eval_scale
-        low, high = self.scale
-        # The paper validates single-scale models at Q = S and jittered ones
-        # at Q = 384, the middle of [256, 512].
-        return low if low == high else (low + high) // 2
+        return validation_scale(self.scale, self.eval_scale)
+
+
+def validation_scale(scale, eval_scale=0):
+    """Q for validation: `eval_scale` if set, else the paper's choice: Q = S
+    for single-scale models, and the middle of the range (384 for [256,
+    512]) for jittered ones."""
+    if eval_scale:
+        return eval_scale
+    low, high = scale
+    return low if low == high else (low + high) // 2
 
 
 # --------------------------------------------------------------------------
@@ -96,35 +102,13 @@ def train(cfg):
     `summary.json`. Returns the summary dict.
     """
     start = time.time()
-    strategy = distribute.make_strategy(cfg.cpu_replicas)
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        patch_keras_for_multi_worker()
-    chief = distribute.is_chief()
-    workers = max(1, distribute.num_workers())
+    strategy, chief, workers, work_dir = start_run(cfg)
     replicas = strategy.num_replicas_in_sync
-    model_dir = pathlib.Path(cfg.model_dir)
-    # Non-chief workers write their copies where they disturb nothing.
-    work_dir = model_dir if chief else model_dir / "workers" / \
-        "{}_{}".format(*distribute.task())
-    work_dir.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(cfg.seed)
-    if cfg.mixed_precision:
-        gpus = tf.config.list_physical_devices("GPU")
-        keras.mixed_precision.set_global_policy(
-            "mixed_float16" if gpus else "mixed_bfloat16")
 
-    source = data_lib.load_source(cfg.dataset, cfg.data_dir, cfg.manual_dir,
+    source = sources.load_source(cfg.dataset, cfg.data_dir, cfg.manual_dir,
                                   cfg.train_split, cfg.val_split, cfg.download)
     mean_rgb = data_lib.parse_mean_rgb(cfg.mean_rgb, source.train)
-    steps = cfg.steps_per_epoch or source.train.size // cfg.batch_size
-    if steps < 1:
-        raise TrainingError(
-            f"The training split has {source.train.size} images, fewer than "
-            f"one global batch (--batch_size={cfg.batch_size}).")
-    if cfg.batch_size % replicas:
-        raise TrainingError(
-            f"--batch_size={cfg.batch_size} (global) must be a multiple of the "
-            f"{replicas} replicas.")
+    steps = steps_per_epoch(cfg, source.train.size, replicas)
     lr = cfg.learning_rate * cfg.batch_size / PAPER_BATCH
 
     backup_dir = work_dir / "backup"
@@ -155,37 +139,18 @@ def train(cfg):
         initial_epoch=initial_epoch, epochs=cfg.epochs, steps_per_epoch=steps,
         color_shift=cfg.color_shift)
     val_ds = data_lib.eval_pipeline(
-        source.val, batch_size=cfg.batch_size, image_size=cfg.image_size,
+        source.val, batch_size=max(cfg.batch_size, EVAL_BATCH), image_size=cfg.image_size,
         smallest_side=cfg.eval_q, mean_rgb=mean_rgb)
     history_rows = [r for r in read_history(work_dir / "history.csv")
                     if int(r["epoch"]) < initial_epoch]
-    history = HistoryCSV(work_dir / "history.csv", initial_epoch)
     schedule = PlateauSchedule(lr, patience=cfg.lr_patience,
                                min_delta=cfg.lr_min_delta,
                                max_drops=cfg.lr_drops, history=history_rows)
-    callbacks = [
-        NaNGuard(),        # first: raises before any epoch-end callback saves
-        history,
-        schedule,
-        *_tensorboard(work_dir / "logs"),
-        # Kept after fit: removed only once model.keras and summary.json are
-        # written, so a kill while saving them loses nothing either.
-        Backup(str(backup_dir), delete_checkpoint=False),
-    ]
-    # Backup comes last, so each epoch's row is written before the backup
-    # that counts the epoch as done; its restore must come first, so do it now.
-    backup = callbacks[-1]
-    backup.set_model(model)
-    with strategy.scope():
-        backup.restore()
-
-    if initial_epoch < cfg.epochs:
-        model.fit(train_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=steps, validation_data=val_ds,
-                  validation_steps=cfg.validation_steps or None,
-                  callbacks=callbacks, shuffle=False,
-                  verbose=cfg.verbose if chief else 2)
-    else:
+    if not fit_resumable(model, strategy, train_ds, val_ds, work_dir=work_dir,
+                         backup_dir=backup_dir, initial_epoch=initial_epoch,
+                         epochs=cfg.epochs, steps=steps, schedule=schedule,
+                         validation_steps=cfg.validation_steps or None,
+                         verbose=cfg.verbose if chief else 2):
         _log("Training was complete; writing the final files.")
 
     rows = read_history(work_dir / "history.csv")
@@ -226,6 +191,88 @@ def train(cfg):
          f"{'n/a' if val_top1 is None else f'{val_top1:.4f}'}, "
          f"in {summary['seconds']} s.")
     return summary
+
+
+def start_run(cfg):
+    """The distribution strategy, seeds and precision of a run, and where it
+    writes: `(strategy, chief, workers, work_dir)`. Non-chief workers write
+    their copies under `model_dir/workers/`, where they disturb nothing."""
+    strategy = distribute.make_strategy(cfg.cpu_replicas)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        patch_keras_for_multi_worker()
+    chief = distribute.is_chief()
+    workers = max(1, distribute.num_workers())
+    model_dir = pathlib.Path(cfg.model_dir)
+    work_dir = model_dir if chief else model_dir / "workers" / \
+        "{}_{}".format(*distribute.task())
+    work_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.mixed_precision:
+        gpus = tf.config.list_physical_devices("GPU")
+        keras.mixed_precision.set_global_policy(
+            "mixed_float16" if gpus else "mixed_bfloat16")
+    return strategy, chief, workers, work_dir
+
+
+def steps_per_epoch(cfg, images, replicas):
+    """`cfg.steps_per_epoch`, or one pass over `images` in global batches;
+    `TrainingError` when the batch cannot be split or is larger than the data."""
+    steps = getattr(cfg, "steps_per_epoch", 0) or images // cfg.batch_size
+    if steps < 1:
+        raise TrainingError(
+            f"The training split has {images} images, fewer than "
+            f"one global batch (--batch_size={cfg.batch_size}).")
+    if cfg.batch_size % replicas:
+        raise TrainingError(
+            f"--batch_size={cfg.batch_size} (global) must be a multiple of the "
+            f"{replicas} replicas.")
+    return steps
+
+
+def fit_resumable(model, strategy, train_ds, val_ds, *, work_dir, backup_dir,
+                  initial_epoch, epochs, steps, schedule=None,
+                  validation_steps=None, verbose=1, row_extra=None):
+    """`model.fit` for epochs `initial_epoch` ... `epochs - 1`, resumable
+    after any kill: `history.csv` in `work_dir` gets one row per epoch, and
+    `backup_dir` the model and optimizer state after each (restored here
+    first, if present). Every recipe that trains goes through this.
+
+    Args:
+        model: the compiled model (built under `strategy`'s scope).
+        train_ds: the batches of epochs `initial_epoch` on.
+        val_ds: validation batches (or None).
+        schedule: a learning-rate callback (e.g. `PlateauSchedule`), or None
+            for the optimizer's own.
+        row_extra: constant columns for this call's `history.csv` rows.
+
+    Returns:
+        Whether any epoch was left to train.
+    """
+    # Kept after fit: removed only once the run's final files are written,
+    # so a kill while saving them loses nothing either.
+    backup = Backup(str(backup_dir), delete_checkpoint=False)
+    backup.set_model(model)
+    with strategy.scope():
+        backup.restore()
+    if initial_epoch >= epochs:
+        # Done before (a later stage may have written rows since): leave
+        # history.csv as it is.
+        return False
+    callbacks = [
+        NaNGuard(),        # first: raises before any epoch-end callback saves
+        HistoryCSV(pathlib.Path(work_dir) / "history.csv", initial_epoch,
+                   extra=row_extra),
+        *([schedule] if schedule is not None else []),
+        *_tensorboard(pathlib.Path(work_dir) / "logs"),
+        # Last, so each epoch's row is written before the backup that counts
+        # the epoch as done; its restore came first, above.
+        backup,
+    ]
+    model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch,
+              steps_per_epoch=steps, validation_data=val_ds,
+              validation_steps=validation_steps, callbacks=callbacks,
+              shuffle=False, verbose=verbose)
+    return True
 
 
 def _tensorboard(log_dir):
