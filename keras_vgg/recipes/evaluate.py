@@ -52,26 +52,13 @@ def define_flags():
         message="--scales must be positive integers, e.g. 256,384,512.")
 
 
-def _model_mean(path, flag_value):
-    """The mean RGB a model was trained with: `--mean_rgb`, or its run's
-    summary.json, or ImageNet's."""
-    from keras_vgg.recipes import data as data_lib
-
-    if flag_value not in (None, "auto"):
-        return data_lib.parse_mean_rgb(flag_value)
-    summary = pathlib.Path(path).with_name("summary.json")
-    if summary.exists():
-        return tuple(json.loads(summary.read_text())["mean_rgb"])
-    return data_lib.IMAGENET_MEAN_RGB
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import keras
 
     from keras_vgg.recipes import data as data_lib
-    from keras_vgg.recipes import evaluation
+    from keras_vgg.recipes import evaluation, runs
 
     missing = [p for p in FLAGS.model if not os.path.exists(p)]
     if missing:
@@ -81,7 +68,7 @@ def main(argv):
                                       FLAGS.manual_dir, val_split=FLAGS.split,
                                       download=FLAGS.download)
         models = [keras.saving.load_model(p, compile=False) for p in FLAGS.model]
-        means = [_model_mean(p, FLAGS.mean_rgb) for p in FLAGS.model]
+        means = [runs.model_mean(p, FLAGS.mean_rgb) for p in FLAGS.model]
         results = evaluation.evaluate_models(
             models, source.val, FLAGS.protocol, [int(s) for s in FLAGS.scales],
             means, FLAGS.batch_size, FLAGS.max_images)
