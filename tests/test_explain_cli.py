@@ -36,6 +36,8 @@ CASES = {
                   ["error: No layer 'block9_conv1'", "block1_conv1"]),
     "no images": (["--images={run}/none.png"], 1,
                   ["error: --images: no such file or folder: {run}/none.png"]),
+    "imagenet vgg11": (["--mode=filters", "--weights=imagenet", "--model=vgg11"], 1,
+                       ["error: --weights=imagenet needs --model=vgg16 or vgg19"]),
 }
 
 
@@ -86,7 +88,7 @@ def test_command_lines(run):
     for name, (args, _, _) in CASES.items():
         procs[name] = subprocess.Popen(
             [sys.executable, str(ROOT / "recipes" / "explain.py"),
-             f"--model={run / 'model.keras'}",
+             f"--model={run / 'model.keras'}",   # a later --model wins
              f"--output={run / 'cli' / name.replace(' ', '_')}",
              *[a.format(run=run) for a in args]],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -149,3 +151,23 @@ def test_feature_and_filter_grids(written):
         with Image.open(path) as png:
             assert min(png.size) > 100
             assert np.asarray(png.convert("L"), "float32").std() > 10, path
+
+
+def test_imagenet_weights_bring_imagenet_names_and_preprocessing(run, monkeypatch, tmp_path):
+    """--model=vgg16 --weights=imagenet: ImageNet's class names, mean and Q=256
+    with the central 224 crop. (A narrow VGG-16 stands in for the 528 MB file,
+    which keras_vgg.VGG16(weights="imagenet") fetches; tests/test_pretrained.py
+    checks that path.)"""
+    keras.utils.set_random_seed(0)
+    stand_in = keras_vgg.VGG16(widths=(4, 8, 8, 16, 16), fc_units=32)
+    monkeypatch.setattr(keras_vgg, "VGG16", lambda weights: stand_in)
+    model, preprocess, names = command.prepare("vgg16", "imagenet")
+    assert model is stand_in and (preprocess.size, preprocess.scale) == (224, 256)
+    assert preprocess.mean_rgb == data_lib.IMAGENET_MEAN_RGB
+    assert names[281] == "tabby" and len(names) == 1000
+    files = [run / "images" / "photo.jpg"]
+    command.explain_gradcam(model, files, preprocess, names, tmp_path, None, 281,
+                            5, 16, keras.utils.Progbar(1, verbose=0))
+    entry, = json.loads((tmp_path / "predictions.json").read_text()).values()
+    assert entry["explained"] == "tabby" and entry["layer"] == "block5_conv3"
+    assert all(name in names for name, _ in entry["top"])

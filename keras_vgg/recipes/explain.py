@@ -93,7 +93,10 @@ def load_model(name, weights):
         if name.lower() not in PRETRAINED_MODELS:
             raise ExplainError(f"--weights=imagenet needs --model=vgg16 or "
                                f"vgg19. Received: --model={name}")
-        return getattr(keras_vgg, name.upper())(weights="imagenet")
+        try:
+            return getattr(keras_vgg, name.upper())(weights="imagenet")
+        except RuntimeError as e:   # offline without the cached file: says what to do
+            raise ExplainError(str(e)) from None
     if not os.path.exists(name):
         raise ExplainError(f"--model: no such file: {name} (a .keras file, or "
                            "vgg16/vgg19 with --weights=imagenet)")
