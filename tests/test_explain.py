@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import TINY
+from test_backends import spread
 
 import keras_vgg
 from keras_vgg import explain
@@ -299,8 +300,6 @@ def test_feature_maps_are_the_layer_outputs(rng, batch_norm):
 
 
 def test_filter_patterns_increase_the_filters_activation(rng):
-    from test_backends import spread
-
     model = spread(keras_vgg.VGG("A", classes=10, input_shape=(32, 32, 3), **TINY), rng)
     for layer in ("block1_conv1", "block4_conv2"):
         found = explain.filter_patterns(model, layer, [0, 1, 2], size=48, steps=8)
@@ -379,7 +378,14 @@ d = args["dir"]
 x = np.load(f"{d}/x.npy")
 model = keras_vgg.VGG("A", batch_norm=True, classes=10, input_shape=(32, 32, 3),
                       weights=f"{d}/model.weights.h5", **args["tiny"])
-np.savez(f"{d}/{args['backend']}.npz", **run(model, x))
+out = run(model, x)
+# channels_first, which these backends run on any CPU (TensorFlow not: see
+# conftest.backend_runs_channels_first): the same heatmaps.
+keras.config.set_image_data_format("channels_first")
+model = keras_vgg.VGG("A", batch_norm=True, classes=10, input_shape=(3, 32, 32),
+                      weights=f"{d}/model.weights.h5", **args["tiny"])
+out["channels_first"] = explain.grad_cam(model, x.transpose(0, 3, 1, 2))
+np.savez(f"{d}/{args['backend']}.npz", **out)
 """
 
 
@@ -405,7 +411,6 @@ def test_backend_matches_tensorflow(tmp_path, rng, backend):
     import sys
 
     pytest.importorskip(backend)
-    from test_backends import spread
 
     model = spread(keras_vgg.VGG("A", batch_norm=True, classes=10,
                                  input_shape=(32, 32, 3), **TINY), rng)
@@ -424,7 +429,21 @@ def test_backend_matches_tensorflow(tmp_path, rng, backend):
         cwd=str(pathlib.Path(__file__).resolve().parent.parent))
     assert result.returncode == 0, result.stderr[-3000:]
     got = np.load(tmp_path / f"{backend}.npz")
+    want["channels_first"] = want["top"]
     for name, value in want.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-3, atol=1e-3,
                                    err_msg=f"{backend}: {name}")
     assert np.abs(want["top"] - want["other"]).max() > 0.1
+
+
+def test_channels_first_gives_the_channels_last_heatmaps(rng, channels_first):
+    cf = keras_vgg.VGG("A", batch_norm=True, classes=10, input_shape=(3, 32, 32), **TINY)
+    keras.config.set_image_data_format("channels_last")
+    cl = keras_vgg.VGG("A", batch_norm=True, classes=10, input_shape=(32, 32, 3), **TINY)
+    # Flatten orders features (h, w, c) in both formats: the weights carry over.
+    cl.set_weights(spread(cf, rng).get_weights())
+    x = varied_images(rng, 2, 32)
+    np.testing.assert_allclose(explain.grad_cam(cf, x.transpose(0, 3, 1, 2)),
+                               explain.grad_cam(cl, x), atol=1e-4)
+    assert explain.feature_maps(cf, x.transpose(0, 3, 1, 2))["block2_relu1"].shape \
+        == (2, 8, 16, 16)
