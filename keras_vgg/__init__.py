@@ -9,6 +9,7 @@ dense = keras_vgg.fully_convolutional(model)         # the paper's dense evaluat
 ```
 """
 
+from keras_vgg import explain
 from keras_vgg.heads import feature_extractor, fully_convolutional
 from keras_vgg.imagenet import (IMAGENET_MEAN_BGR, decode_predictions,
                                 imagenet_classes, preprocess_input)

@@ -15,7 +15,8 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-COMMANDS = ("keras-vgg-train", "keras-vgg-evaluate", "keras-vgg-export")
+COMMANDS = ("keras-vgg-train", "keras-vgg-evaluate", "keras-vgg-export",
+            "keras-vgg-explain", "keras-vgg-finetune")
 
 
 def run(cmd, cwd, env=None, timeout=900):
@@ -55,7 +56,7 @@ def test_wheel_holds_the_package_alone_and_builds_without_warnings(installed):
     tops = {n.split("/")[0] for n in names if not n.startswith("keras_vgg-")}
     assert tops == {"keras_vgg"}, tops
     assert "keras_vgg/data/imagenet_class_index.json" in names
-    assert {"keras_vgg/recipes/train_imagenet.py",
+    assert {"keras_vgg/recipes/train_imagenet.py", "keras_vgg/recipes/explain.py",
             "keras_vgg/export/export_vgg.py"} <= set(names)
     # (pip's notes on index locations of this machine's pip configuration
     # are not about the package.)
@@ -88,8 +89,18 @@ def test_every_job_runs_from_outside_the_clone(installed):
                f"--output={work / 'export'}", "--name=digits"], cwd=work, env=env).stdout
     version = pathlib.Path(out.strip().splitlines()[-1])
     assert (version / "saved_model.pb").exists() and (version / "model.onnx").exists()
+    out = run([str(bin_dir / "keras-vgg-explain"), f"--model={run_dir / 'model.keras'}",
+               f"--images={run_dir / 'data' / 'val' / '3'}", f"--output={work / 'explain'}"],
+              cwd=work, env=env).stdout
+    assert "Wrote" in out and list((work / "explain").glob("*_gradcam.png"))
+    run([str(bin_dir / "keras-vgg-finetune"), f"--weights={run_dir / 'model.keras'}",
+         f"--dataset=folder:{run_dir / 'data'}", "--epochs=1", "--batch_size=32",
+         f"--model_dir={work / 'transfer'}"], cwd=work, env=env)
+    summary = json.loads((work / "transfer" / "summary.json").read_text())
+    assert summary["strategy"] == "features" and summary["held_out"]["images"] > 0
     for module in ("keras_vgg.recipes.train_imagenet", "keras_vgg.recipes.evaluate",
-                   "keras_vgg.export.export_vgg"):
+                   "keras_vgg.export.export_vgg", "keras_vgg.recipes.explain",
+                   "keras_vgg.recipes.finetune"):
         result = subprocess.run([python, "-m", module, "--helpfull"], cwd=work, env=env,
                                 capture_output=True, text=True, timeout=300)
         assert "--model" in result.stdout, (module, result.stderr[-2000:])

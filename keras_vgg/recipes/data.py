@@ -16,9 +16,6 @@ mean subtracted), so models trained here and the pretrained ImageNet weights
 take the same inputs.
 """
 
-import json
-import pathlib
-
 import numpy as np
 import tensorflow as tf
 
@@ -259,18 +256,6 @@ def mean_rgb_of(split, max_images=10_000):
     if not count:
         raise DataError(f"Split {split.name!r} is empty.")
     return tuple(float(round(v, 3)) for v in total / count)
-
-
-def model_mean_rgb(path, value=None):
-    """The mean RGB the model in `path` takes: `value` when it is given
-    (`imagenet`, `R,G,B`; not `dataset`), else the one in the `summary.json`
-    of the run that wrote it, else ImageNet's."""
-    if value not in (None, "auto"):
-        return parse_mean_rgb(value)
-    summary = pathlib.Path(path).with_name("summary.json")
-    if summary.exists():
-        return tuple(json.loads(summary.read_text())["mean_rgb"])
-    return IMAGENET_MEAN_RGB
 
 
 def parse_mean_rgb(value, train_split=None):

@@ -57,8 +57,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import keras
 
-    from keras_vgg.recipes import data as data_lib
-    from keras_vgg.recipes import evaluation, sources
+    from keras_vgg.recipes import evaluation, runs, sources
 
     missing = [p for p in FLAGS.model if not os.path.exists(p)]
     if missing:
@@ -68,7 +67,7 @@ def main(argv):
                                       FLAGS.manual_dir, val_split=FLAGS.split,
                                       download=FLAGS.download)
         models = [keras.saving.load_model(p, compile=False) for p in FLAGS.model]
-        means = [data_lib.model_mean_rgb(p, FLAGS.mean_rgb) for p in FLAGS.model]
+        means = [runs.model_mean(p, FLAGS.mean_rgb) for p in FLAGS.model]
         results = evaluation.evaluate_models(
             models, source.val, FLAGS.protocol, [int(s) for s in FLAGS.scales],
             means, FLAGS.batch_size, FLAGS.max_images)

@@ -34,7 +34,8 @@ import tensorflow as tf
 
 import keras_vgg
 from keras_vgg.recipes import data as data_lib
-from keras_vgg.recipes import distribute, feature_cache, metrics, pretrained, sources, svm
+from keras_vgg.recipes import (distribute, feature_cache, metrics, pretrained, runs,
+                               sources, svm)
 from keras_vgg.recipes.callbacks import TrainingError, atomic_write, read_backup, read_history
 from keras_vgg.recipes.modeling import compile_model, prebuild
 from keras_vgg.recipes.training import (EVAL_BATCH, PAPER_BATCH, fit_resumable,
@@ -214,7 +215,7 @@ def _mean_rgb(value, weights, train_split):
     if value == "dataset":
         return data_lib.mean_rgb_of(train_split)
     if value in (None, "auto"):
-        return data_lib.model_mean_rgb(weights) if str(weights).endswith(".keras") \
+        return runs.model_mean(weights, None) if str(weights).endswith(".keras") \
             else data_lib.IMAGENET_MEAN_RGB
     return data_lib.parse_mean_rgb(value)
 

@@ -130,10 +130,10 @@ def _held_out(run_dir, target_data):
     import keras
 
     from keras_vgg.recipes import data as data_lib
-    from keras_vgg.recipes import metrics
+    from keras_vgg.recipes import metrics, runs
 
     model = keras.saving.load_model(run_dir / "model.keras", compile=False)
-    mean = data_lib.model_mean_rgb(run_dir / "model.keras")
+    mean = runs.model_mean(run_dir / "model.keras", None)
     split = sources.load_source(f"folder:{target_data}").val
     ds = data_lib.eval_pipeline(split, batch_size=64, image_size=32,
                                 smallest_side=SOURCE["eval_scale"], mean_rgb=mean)
