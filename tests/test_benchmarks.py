@@ -184,3 +184,17 @@ def test_report_renders_missing_parts():
     text = report.markdown(results)
     assert "error: boom" in text and "not_available: not available yet" in text
     assert results["targets"] == {}
+
+
+def test_transfer_epoch_runs_and_writes_its_figures(tmp_path):
+    """`transfer_epoch.py` times an epoch on the cache beside one through the
+    frozen base, and the svm descriptors (tiny setting; figures not judged)."""
+    out = tmp_path / "transfer.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "transfer_epoch.py"),
+                           "--tiny", "--images=32", "--rounds=1", f"--out={out}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert len(result["epoch_seconds_on_cache"]) == len(result["epoch_seconds_frozen_base"]) == 1
+    assert result["speedup_median"] > 0 and result["svm_descriptor_seconds_per_image"] > 0
+    assert "epoch takes" in proc.stdout

@@ -18,6 +18,7 @@ from test_recipes_helpers import ROOT, encoded, recipe_env
 
 import keras_vgg
 from keras_vgg.recipes import data as data_lib
+from keras_vgg.recipes import sources
 from keras_vgg.recipes import explain as command
 
 MEAN = (70.0, 75.0, 80.0)
@@ -54,7 +55,7 @@ def run(tmp_path_factory):
         {"mean_rgb": list(MEAN), "class_names": NAMES, "eval_scale": Q}))
     images = root / "images"
     images.mkdir()
-    digits, _ = data_lib.digits()
+    digits, _ = sources.digits()
     for i in range(3):
         (images / f"{i}.png").write_bytes(encoded(digits[i]))
     # A larger JPEG of another shape: the central crop at Q, as evaluation.

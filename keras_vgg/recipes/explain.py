@@ -118,7 +118,7 @@ def class_names(model, summary):
 
 def list_images(entries):
     """Image files from files, globs and folders, in order, each once."""
-    from keras_vgg.recipes.data import IMAGE_EXTENSIONS
+    from keras_vgg.recipes.sources import IMAGE_EXTENSIONS
 
     files = []
     for entry in entries:
@@ -298,7 +298,7 @@ def main(argv):
     import keras
 
     from keras_vgg import explain
-    from keras_vgg.recipes import data as data_lib
+    from keras_vgg.recipes import sources
 
     start = time.time()
     try:
@@ -333,7 +333,7 @@ def main(argv):
             written = explain_filters(model, output, layers, FLAGS.filters,
                                       FLAGS.filter_size, FLAGS.filter_steps,
                                       progress)
-    except (ExplainError, data_lib.DataError, ValueError) as e:
+    except (ExplainError, sources.DataError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(f"Wrote {len(written)} files to {output} in {time.time() - start:.1f} s.")
 
