@@ -13,7 +13,9 @@ import time
 import keras
 import numpy as np
 import pytest
-from test_recipes_helpers import ROOT, TINY_FLAGS, recipe_env, run_recipe
+from test_recipes_helpers import ROOT, TINY, TINY_FLAGS, recipe_env, run_recipe
+
+import keras_vgg
 
 from keras_vgg.recipes import callbacks
 
@@ -185,3 +187,47 @@ def test_two_workers_on_loopback_train_together(tmp_path):
     for a, b in zip(chief.trainable_weights, other.trainable_weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
     assert os.path.exists(run / "model.keras")
+
+
+@pytest.mark.slow
+def test_two_workers_on_loopback_fine_tune_together(tmp_path):
+    """finetune.py under MultiWorkerMirroredStrategy: both stages (the head
+    on each worker's cache, then the unfrozen layers) end with one model."""
+    from test_transfer import spread
+
+    from keras_vgg.recipes import transfer_smoke
+    _, target = transfer_smoke.write_digit_folders(tmp_path / "digits")
+    source = spread(keras_vgg.VGG("A", batch_norm=True, classes=5, input_shape=(32, 32, 3),
+                                  **TINY), np.random.default_rng(0))
+    source.save(tmp_path / "source.keras")
+    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    run = tmp_path / "run"
+    args = [str(ROOT / "recipes" / "finetune.py"), f"--weights={tmp_path / 'source.keras'}",
+            f"--dataset=folder:{target}", "--strategy=finetune", "--warmup_epochs=1",
+            "--epochs=1", "--batch_size=6", "--unfreeze_from=block5_conv1",
+            "--scale=32,36", f"--model_dir={run}"]
+    procs = [subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=recipe_env({"TF_CONFIG": json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})}))
+        for i in range(2)]
+    outputs = []
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=300)[0])
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-4000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["distribution"] == "MultiWorkerMirroredStrategy"
+    assert summary["workers"] == 2 and summary["replicas"] == 2
+    assert [(int(r["epoch"]), r["stage"]) for r in callbacks.read_history(
+        run / "history.csv")] == [(0, "warmup"), (1, "finetune")]
+    chief = keras.saving.load_model(run / "model.keras")
+    other = keras.saving.load_model(run / "workers" / "worker_1" / "model.keras")
+    for a, b in zip(chief.weights, other.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+

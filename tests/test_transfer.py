@@ -501,3 +501,15 @@ def test_the_smoke_run_shows_transfer_beating_scratch(tmp_path):
     scratch = rows["from scratch"]["mean_class_recall"]
     best = max(rows[s]["mean_class_recall"] for s in ("features", "finetune"))
     assert best > scratch + 0.05, rows
+
+
+def test_mixed_precision_trains_and_saves_a_float32_classifier(tmp_path, source_file, folder):
+    cfg = config(tmp_path, source_file, folder, strategy="finetune", warmup_epochs=1,
+                 epochs=1, mixed_precision=True)
+    try:
+        summary = transfer.transfer(cfg)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model = keras.saving.load_model(f"{cfg.model_dir}/model.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert np.isfinite(summary["held_out"]["top1_accuracy"])

@@ -178,6 +178,8 @@ def transfer(cfg):
         "train_images": target.train.size, "held_out_split": target.val.name,
         "image_size": image_size, "eval_scale": cfg.eval_q,
         "mean_rgb": list(mean_rgb), "epochs_completed": len(rows),
+        "distribution": type(strategy).__name__ if workers == 1
+        else "MultiWorkerMirroredStrategy", "replicas": replicas, "workers": workers,
         **details,
         "seconds": round(time.time() - start, 1),
         "class_names": target.class_names,
