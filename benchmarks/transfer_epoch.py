@@ -3,8 +3,9 @@ strategy's head on cached `block5_pool` outputs, beside one epoch of the same
 head behind the frozen conv base on the images, side by side in one process.
 
 ```
-python benchmarks/transfer_epoch.py                   # VGG-16 at 224, 64 JPEGs
-python benchmarks/transfer_epoch.py --tiny --images=512   # the smoke run's size
+python benchmarks/transfer_epoch.py                # VGG-16 at 224, 128 JPEGs, batch 64
+python benchmarks/transfer_epoch.py --batch_size=16 --images=64 --out=...
+python benchmarks/transfer_epoch.py --tiny --images=512   # the smoke run's network
 ```
 
 Both epochs see the same images (real ~500x375 JPEGs cut from the photos
@@ -46,8 +47,9 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="the smoke run's network "
                    "(config A, widths 16-64, 32x32 inputs) instead of VGG-16 at 224")
-    p.add_argument("--images", type=int, default=64)
-    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--images", type=int, default=128)
+    p.add_argument("--batch_size", type=int, default=64,
+                   help="the recipe's default")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
