@@ -69,9 +69,11 @@ class MinimumInputSize(keras.layers.Layer):
     A fully-convolutional VGG head needs a feature map at least as large as the
     one its first FC layer was trained on (7x7, i.e. a 224x224 image); smaller
     inputs would otherwise fail deep inside a convolution with a shape error.
-    The check runs whenever the spatial size is known at call time (eager
-    calls, `predict`, the JAX and PyTorch backends); inside a graph traced with
-    unknown sizes it is a no-op, and the serving export adds its own check.
+    When the size is known at call time (eager calls, the JAX and PyTorch
+    backends, which trace with concrete shapes) it raises a `ValueError`;
+    inside a TensorFlow graph traced with unknown sizes (`predict` retraces
+    so after two image sizes, a SavedModel) the graph checks at run time and
+    fails with an `InvalidArgumentError` saying the same.
 
     Args:
         min_size: `(height, width)`, the smallest accepted spatial size.
@@ -83,15 +85,34 @@ class MinimumInputSize(keras.layers.Layer):
         self.min_size = tuple(int(s) for s in min_size)
         self.data_format = data_format
 
+    def _message(self):
+        return (f"Input images must be at least {self.min_size[0]}x"
+                f"{self.min_size[1]} (height x width) for this model.")
+
     def call(self, x):
         spatial = x.shape[1:3] if self.data_format == "channels_last" else x.shape[2:4]
-        if all(isinstance(s, int) for s in spatial) and (
-                spatial[0] < self.min_size[0] or spatial[1] < self.min_size[1]):
-            raise ValueError(
-                f"Input images must be at least {self.min_size[0]}x"
-                f"{self.min_size[1]} (height x width) for this model. "
-                f"Received: {spatial[0]}x{spatial[1]} (input shape {tuple(x.shape)})")
+        if all(isinstance(s, int) for s in spatial):
+            if spatial[0] < self.min_size[0] or spatial[1] < self.min_size[1]:
+                raise ValueError(
+                    f"{self._message()} Received: {spatial[0]}x{spatial[1]} "
+                    f"(input shape {tuple(x.shape)})")
+            return x
+        if keras.backend.backend() == "tensorflow":
+            return self._check_tensorflow(x)
         return x
+
+    def _check_tensorflow(self, x):
+        """The check as graph ops, for sizes known only when the graph runs."""
+        import tensorflow as tf
+
+        shape = tf.shape(x)
+        rows, cols = (1, 2) if self.data_format == "channels_last" else (2, 3)
+        ok = tf.logical_and(shape[rows] >= self.min_size[0],
+                            shape[cols] >= self.min_size[1])
+        check = tf.debugging.Assert(ok, [self._message() + " Received height, width:",
+                                         shape[rows], shape[cols]])
+        with tf.control_dependencies([check]):
+            return tf.identity(x)
 
     def compute_output_shape(self, input_shape):
         return input_shape

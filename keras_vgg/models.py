@@ -275,8 +275,9 @@ def _input_shape(input_shape, input_tensor, include_top, weights, data_format):
 def _entry_point(depth):
     def builder(include_top=True, weights=None, input_tensor=None,
                 input_shape=None, pooling=None, classes=1000,
-                classifier_activation="softmax", name=None, **kwargs):
-        return VGG(depth, False, include_top=include_top, weights=weights,
+                classifier_activation="softmax", name=None, *, batch_norm=False,
+                **kwargs):
+        return VGG(depth, batch_norm, include_top=include_top, weights=weights,
                    input_tensor=input_tensor, input_shape=input_shape,
                    pooling=pooling, classes=classes,
                    classifier_activation=classifier_activation, name=name,
@@ -286,8 +287,9 @@ def _entry_point(depth):
     builder.__doc__ = (
         f"VGG-{depth}, configuration {DEPTHS[depth]} of the paper; "
         f"`keras_vgg.VGG({depth}, batch_norm=False, ...)`.\n\n"
-        "Same arguments as `keras.applications.VGG16`; see `keras_vgg.VGG` "
-        "for their meaning and the keyword-only extras.")
+        "Same arguments as `keras.applications.VGG16`, plus `batch_norm=True` "
+        f"for torchvision's `vgg{depth}_bn`; see `keras_vgg.VGG` for their "
+        "meaning and the keyword-only extras.")
     return builder
 
 

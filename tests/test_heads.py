@@ -100,6 +100,23 @@ def test_dense_rejects_small_inputs_and_headless_models():
         keras_vgg.fully_convolutional(keras_vgg.VGG16(include_top=False, **TINY))
 
 
+def test_the_size_check_holds_in_graphs_traced_with_unknown_sizes(rng):
+    """After `predict` on two sizes Keras retraces with unknown sizes; a
+    160x160 image must still get the size error, not a failure in fc1."""
+    import tensorflow as tf
+
+    dense = keras_vgg.fully_convolutional(keras_vgg.VGG16(**TINY))
+    for size in ((224, 224), (256, 288), (240, 320)):
+        dense.predict(rng.normal(size=(1, *size, 3)).astype("float32"), verbose=0)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"at least 224x224.*Received height, width:.*160.*160"):
+        dense.predict(np.zeros((1, 160, 160, 3), "float32"), verbose=0)
+    traced = tf.function(dense, input_signature=[tf.TensorSpec([None, None, None, 3])])
+    assert traced(np.zeros((1, 224, 230, 3), "float32")).shape == (1, 1000)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least 224x224"):
+        traced(np.zeros((2, 224, 100, 3), "float32"))
+
+
 def test_dense_accepts_keras_applications_model(rng):
     theirs = keras.applications.VGG16(weights=None)
     dense = keras_vgg.fully_convolutional(theirs)

@@ -49,6 +49,20 @@ def test_entry_points_and_aliases():
     assert keras_vgg.VGG16(name="mine", **TINY).name == "mine"
 
 
+def test_entry_points_take_batch_norm_as_torchvision_users_type_it():
+    """`keras_vgg.VGG16(batch_norm=True)` is torchvision's vgg16_bn: the same
+    network as `keras_vgg.VGG(16, batch_norm=True)`, layer for layer."""
+    for depth in (11, 13, 16, 19):
+        entry = getattr(keras_vgg, f"VGG{depth}")(batch_norm=True, classes=3, **TINY)
+        builder = keras_vgg.VGG(depth, batch_norm=True, classes=3, **TINY)
+        assert entry.name == f"vgg{depth}_bn"
+        assert [(layer.name, [tuple(w.shape) for w in layer.weights])
+                for layer in entry.layers[1:]] == \
+            [(layer.name, [tuple(w.shape) for w in layer.weights])
+             for layer in builder.layers[1:]]   # (input layers are numbered)
+        assert any(layer.name == "block1_bn1" for layer in entry.layers)
+
+
 def test_layer_names_match_keras_applications():
     ours = keras_vgg.VGG16(dropout=0)
     theirs = keras.applications.VGG16(weights=None)
