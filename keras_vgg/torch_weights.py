@@ -8,6 +8,7 @@ layouts.
 """
 
 import os
+import pickle
 import re
 
 import numpy as np
@@ -25,8 +26,13 @@ def read_state_dict(source):
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if path.lower().endswith(".safetensors"):
+            from safetensors import SafetensorError
             from safetensors.numpy import load_file
-            state = load_file(path)
+            try:
+                state = load_file(path)
+            except SafetensorError as e:
+                raise ValueError(f"{path!r} is not a readable .safetensors file "
+                                 f"(truncated or corrupt?): {e}") from None
         else:
             try:
                 import torch
@@ -34,7 +40,20 @@ def read_state_dict(source):
                 raise ImportError(
                     f"Reading {path!r} needs PyTorch (`pip install torch`); a "
                     ".safetensors file can be read without it.") from e
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                # weights_only: tensors and plain containers only; a pickle
+                # that would run code (any other object) is refused, not run.
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except RuntimeError as e:   # torch's word for a torn archive
+                raise ValueError(f"{path!r} is not a readable PyTorch file (truncated "
+                                 f"or corrupt?): {str(e).splitlines()[0]}") from None
+            except pickle.UnpicklingError as e:
+                raise ValueError(
+                    f"Refused to load {path!r}: it holds more than tensors "
+                    "(objects whose unpickling could run code), and state dicts "
+                    "are read with torch.load(weights_only=True). Convert a file "
+                    "you trust to .safetensors. PyTorch said: "
+                    f"{str(e).splitlines()[0]}") from None
             for key in ("state_dict", "model"):
                 if isinstance(state, dict) and isinstance(state.get(key), dict):
                     state = state[key]

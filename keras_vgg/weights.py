@@ -7,6 +7,7 @@ input and what it scores, kept next to each other.
 
 import dataclasses
 import os
+import zipfile
 
 import keras
 
@@ -89,19 +90,32 @@ def load_weights(model, path):
     """
     path = os.fspath(path)
     lower = path.lower()
-    if lower.endswith(TORCH_SUFFIXES):
-        from keras_vgg.torch_weights import load_torch_weights
-        load_torch_weights(model, path)
-    elif lower.endswith((".weights.h5", ".keras")):
-        model.load_weights(path)
-    elif lower.endswith((".h5", ".hdf5")):
-        _check_layer_names(model, path)
-        model.load_weights(path, by_name=True)
-    else:
+    if not lower.endswith(KERAS_SUFFIXES + TORCH_SUFFIXES):
         raise ValueError(
             f"Cannot tell the format of weights file {path!r} from its name. "
             f"Allowed suffixes: {', '.join(KERAS_SUFFIXES + TORCH_SUFFIXES)}.")
+    try:
+        if lower.endswith(TORCH_SUFFIXES):
+            from keras_vgg.torch_weights import load_torch_weights
+            load_torch_weights(model, path)
+        elif lower.endswith((".weights.h5", ".keras")):
+            model.load_weights(path)
+        else:
+            _check_layer_names(model, path)
+            model.load_weights(path, by_name=True)
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        # h5py and zipfile say "Unable to synchronously open file (truncated
+        # file: ...)" and the like: name the file and what it should be.
+        raise ValueError(
+            f"Weights file {path!r} cannot be read as a {_kind(lower)} file "
+            f"(truncated or corrupt?): {type(e).__name__}: {e}") from None
     return model
+
+
+def _kind(lower):
+    if lower.endswith(TORCH_SUFFIXES):
+        return "PyTorch state dict"
+    return "Keras .keras" if lower.endswith(".keras") else "Keras HDF5 weights"
 
 
 def _check_layer_names(model, path):

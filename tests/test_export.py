@@ -153,7 +153,7 @@ def test_not_a_vgg(tmp_path):
     with pytest.raises(ValueError, match="is not a VGG classifier.*has no layer"):
         export_vgg.export(str(tmp_path / "headless.keras"), str(tmp_path), "m")
     (tmp_path / "junk.keras").write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match="Could not load"):
+    with pytest.raises(ValueError, match="is not a loadable .keras model"):
         export_vgg.export(str(tmp_path / "junk.keras"), str(tmp_path), "m")
     with pytest.raises(ValueError, match="not found"):
         export_vgg.export(str(tmp_path / "missing.keras"), str(tmp_path), "m")

@@ -40,7 +40,9 @@ import time
 from absl import app, flags, logging
 
 from keras_vgg.export.onnx_export import ONNX_FILE, check_onnx_model, export_onnx
-from keras_vgg.export.serving import (DEFAULT_TEST_SCALE, DEFAULT_TOP_K,
+from keras_vgg.export.serving import (DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGES,
+                                      DEFAULT_MAX_PIXELS,
+                                      DEFAULT_TEST_SCALE, DEFAULT_TOP_K,
                                       export_saved_model)
 
 # TensorFlow, Keras and the ONNX packages are imported inside the functions
@@ -59,7 +61,9 @@ PROCESS_ENV = {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}
 
 def export(model, output, name, version=None, formats=FORMATS,
            test_scale=DEFAULT_TEST_SCALE, flip=False, top_k=None,
-           check_onnx=True):
+           check_onnx=True, mean_rgb=None, max_pixels=DEFAULT_MAX_PIXELS,
+           max_images=DEFAULT_MAX_IMAGES, max_aspect_ratio=DEFAULT_MAX_ASPECT_RATIO,
+           trust_model_code=False):
     """Exports a VGG classifier as a TF Serving SavedModel and/or ONNX.
 
     Args:
@@ -81,6 +85,17 @@ def export(model, output, name, version=None, formats=FORMATS,
         check_onnx: check the ONNX file with `onnx.checker` and compare it with
             TensorFlow under onnxruntime (raises if the difference exceeds
             `ONNX_TOLERANCE`).
+        mean_rgb: the mean RGB `serve_image_bytes` subtracts; default the one
+            in the `summary.json` of the run that wrote the `.keras` file,
+            else ImageNet's (`keras_vgg.preprocess_input`).
+        max_pixels: `serve_image_bytes` refuses, from their headers and
+            before decoding, images of more pixels (decompression bombs).
+        max_images: `serve_image_bytes` refuses requests of more images.
+        trust_model_code: load a `.keras` file even if it runs code on
+            loading (a Lambda layer); refused by default.
+        max_aspect_ratio: `serve_image_bytes` refuses images whose longest
+            side is more than this times the shortest (rescaled to Q, a thin
+            strip becomes a huge image).
 
     Returns:
         A dict: `path` (the version directory), `version`, `formats`, and for
@@ -101,8 +116,17 @@ def export(model, output, name, version=None, formats=FORMATS,
     if version is not None and (not isinstance(version, int) or isinstance(version, bool)
                                 or version < 1):
         raise ValueError(f"`version` must be a positive integer. Received: version={version!r}")
+    for value, what in ((max_pixels, "max_pixels"), (max_images, "max_images"),
+                        (max_aspect_ratio, "max_aspect_ratio")):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{what}` must be a positive integer. Received: "
+                             f"{what}={value!r}")
+    if mean_rgb is None:
+        from keras_vgg.recipes import runs
+        mean_rgb = runs.model_mean(model, None) if not hasattr(model, "layers") \
+            else None
     started = time.monotonic()
-    dense, info = _dense_model(model)
+    dense, info = _dense_model(model, trust_model_code)
     top_k = min(DEFAULT_TOP_K, info["classes"]) if top_k is None else top_k
     if top_k > info["classes"]:
         raise ValueError(f"`top_k` must be at most the number of classes "
@@ -120,12 +144,15 @@ def export(model, output, name, version=None, formats=FORMATS,
     # A hidden sibling on the same file system: os.rename is then atomic, and
     # TF Serving ignores directories whose name is not an integer.
     staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=base)
-    result = {"path": final, "version": version, "formats": formats}
+    result = {"path": final, "version": version, "formats": formats,
+              "serve_image_bytes": {"max_pixels": max_pixels, "max_images": max_images,
+                                    "max_aspect_ratio": max_aspect_ratio}}
     try:
         if "saved_model" in formats:
             _log_stage("SavedModel", started)
             export_saved_model(dense, staging, test_scale=test_scale, flip=flip,
-                               top_k=top_k)
+                               top_k=top_k, mean_rgb=mean_rgb, max_pixels=max_pixels,
+                               max_images=max_images, max_aspect=max_aspect_ratio)
         if "onnx" in formats:
             _log_stage("ONNX", started)
             onnx_path = os.path.join(staging, ONNX_FILE)
@@ -177,7 +204,7 @@ def _resolve_version(base, version):
     return version
 
 
-def _dense_model(model):
+def _dense_model(model, trust=False):
     """Loads `model` and returns its fully-convolutional form and facts about it."""
     import keras
 
@@ -192,10 +219,8 @@ def _dense_model(model):
             raise ValueError("Expected a Keras v3 `.keras` model file. "
                              f"Received: model={path!r}")
         logging.info("Loading %s", path)
-        try:
-            model = keras.saving.load_model(path, compile=False)
-        except Exception as e:
-            raise ValueError(f"Could not load {path!r} as a Keras model: {e}") from e
+        from keras_vgg.recipes import runs
+        model = runs.load_model(path, trust)
     if _is_dense(model):
         dense = model  # already takes any size (a transfer's SVM classifier)
     else:
@@ -250,6 +275,20 @@ def define_flags():
     flags.DEFINE_integer("top_k", None, f"Classes in the top_k outputs (default "
                          f"{DEFAULT_TOP_K}, or all of a model with fewer).")
     flags.DEFINE_bool("check_onnx", True, "Check the ONNX model against TensorFlow.")
+    flags.DEFINE_boolean(
+        "trust_model_code", False, "Load .keras files even when they hold "
+        "code that runs on loading (a Lambda layer); by default such "
+        "files, which may come from strangers, are refused.")
+    flags.DEFINE_integer(
+        "max_pixels", DEFAULT_MAX_PIXELS, "`serve_image_bytes` refuses images "
+        "whose header states more pixels, before decoding them (a 1.2 MB PNG can "
+        "decode to 20000x20000); the default holds a 36 MP camera photo, about "
+        "0.6 GB while decoded.", lower_bound=1)
+    flags.DEFINE_integer("max_images", DEFAULT_MAX_IMAGES, "`serve_image_bytes` "
+                         "refuses requests of more images.", lower_bound=1)
+    flags.DEFINE_integer("max_aspect_ratio", DEFAULT_MAX_ASPECT_RATIO,
+                         "`serve_image_bytes` refuses images whose longest side is "
+                         "more than this times the shortest.", lower_bound=1)
 
 
 def main(argv):
@@ -261,7 +300,10 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     result = export(FLAGS.model, FLAGS.output, FLAGS.name, version=FLAGS.version,
                     formats=FLAGS.format, test_scale=FLAGS.test_scale,
-                    flip=FLAGS.flip, top_k=FLAGS.top_k, check_onnx=FLAGS.check_onnx)
+                    flip=FLAGS.flip, top_k=FLAGS.top_k, check_onnx=FLAGS.check_onnx,
+                    max_pixels=FLAGS.max_pixels, max_images=FLAGS.max_images,
+                    max_aspect_ratio=FLAGS.max_aspect_ratio,
+                    trust_model_code=FLAGS.trust_model_code)
     print(result["path"])
 
 

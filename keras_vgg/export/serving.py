@@ -8,6 +8,17 @@ rescaled and preprocessed in the graph with the recipes' own functions).
 
 DEFAULT_TEST_SCALE = 256
 DEFAULT_TOP_K = 5
+# The largest image `serve_image_bytes` decodes, in pixels: 36 MP holds a
+# 7360x4912 full-frame camera photo. Decoding costs about 16 bytes a pixel
+# for a moment (uint8 pixels, their float32 copy, the rescale), so one such
+# image takes about 0.6 GB; a 1.2 MB PNG of 20000x20000 would take 6.4 GB.
+DEFAULT_MAX_PIXELS = 36_000_000
+# Images per `serve_image_bytes` request; they are decoded one after another.
+DEFAULT_MAX_IMAGES = 64
+# Longest side over shortest. Rescaled to a smallest side Q, an image has
+# Q^2 x this many pixels at most (655k at Q=256: VGG's first block then holds
+# 0.17 GB of activations); a 1x65535 strip would have 14.7 million.
+DEFAULT_MAX_ASPECT_RATIO = 10
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -45,10 +56,44 @@ def check_size(images, min_size):
         "for this model. Received height, width:", shape[1], shape[2]])
 
 
-def _decode(data):
+def _header_size(data, is_jpeg):
+    """`(height, width)` as the file's header states them, read without
+    decoding a pixel: JPEG's frame header (`extract_jpeg_shape`), PNG's IHDR
+    chunk (bytes 16-23, big-endian, after the `IHDR` tag at 12-15)."""
+    import tensorflow as tf
+
+    def jpeg():
+        return tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64)
+
+    def png():
+        # Padded, so that reading past the end of a short string is no error
+        # (TF's would quote the raw bytes, which Python cannot decode).
+        head = tf.strings.substr(tf.strings.join([data, b"\0" * 24]), 0, 24)
+        ok = tf.logical_and(tf.strings.length(data) >= 24,
+                            tf.equal(tf.strings.substr(head, 12, 4), b"IHDR"))
+        check = tf.debugging.Assert(ok, [
+            "serve_image_bytes: a PNG without its IHDR header chunk (truncated "
+            "or not a PNG). Received a string of length:", tf.strings.length(data)])
+        with tf.control_dependencies([check]):
+            fields = tf.io.decode_raw(tf.strings.substr(head, 16, 8), tf.uint8)
+        fields = tf.cast(fields, tf.int64)
+        width = tf.reduce_sum(fields[:4] * [1 << 24, 1 << 16, 1 << 8, 1])
+        height = tf.reduce_sum(fields[4:] * [1 << 24, 1 << 16, 1 << 8, 1])
+        return tf.stack([height, width])
+
+    return tf.cond(is_jpeg, jpeg, png)
+
+
+def _decode(data, max_pixels=DEFAULT_MAX_PIXELS, max_aspect=DEFAULT_MAX_ASPECT_RATIO):
     """Decodes one JPEG or PNG string into float32 RGB pixels, checking it.
 
-    The pixels come from `keras_vgg.recipes.data.decode`, the decoder evaluation uses.
+    Refuses, before decoding, files that are neither, and images whose header
+    states more than `max_pixels` pixels (a decompression bomb: a small file
+    that decodes to gigabytes) or a longest side more than `max_aspect` times
+    the shortest (1x65535 pixels is small, but 224 x 14.7 million once
+    rescaled), each with an InvalidArgument naming the size received and the
+    limit. The pixels come from `keras_vgg.recipes.data.decode`, the decoder
+    evaluation uses.
     """
     import tensorflow as tf
 
@@ -61,17 +106,27 @@ def _decode(data):
         "bytes; base64 only in the JSON of TF Serving's REST API). Received a "
         "string that is neither, of length:", tf.strings.length(data)])
     with tf.control_dependencies([check]):
+        size = _header_size(data, is_jpeg)
+    short, long = tf.reduce_min(size), tf.reduce_max(size)
+    small = tf.logical_and(short > 0, tf.logical_and(
+        size[0] * size[1] <= max_pixels, long <= max_aspect * short))
+    check = tf.debugging.Assert(small, [
+        f"serve_image_bytes decodes images of at most {max_pixels} pixels whose "
+        f"longest side is at most {max_aspect} times the shortest (set at export "
+        "by --max_pixels, --max_aspect_ratio). Received an image whose header "
+        "states height, width:", size[0], size[1]])
+    with tf.control_dependencies([check]):
         return decode(data)
 
 
-def _saved_model_module(dense, test_scale, flip, top_k):
+def _saved_model_module(dense, test_scale, flip, top_k, mean_rgb, max_pixels,
+                        max_images, max_aspect):
     """A `tf.Module` with the two serving signatures and the weights, once each."""
     import tensorflow as tf
 
-    import keras_vgg
-    # The paper's test-time rescale, the same function evaluate.py uses, so a
-    # served image is seen exactly as in evaluation.
-    from keras_vgg.recipes.data import rescale
+    # The paper's test-time rescale and the mean subtraction, the functions
+    # evaluate.py uses, so a served image is seen exactly as in evaluation.
+    from keras_vgg.recipes.data import normalize, rescale
 
     classes = int(dense.output.shape[-1])
     min_size = dense.get_layer("min_input_size").min_size
@@ -89,15 +144,22 @@ def _saved_model_module(dense, test_scale, flip, top_k):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):
         def one(data):
-            image = rescale(_decode(data), test_scale)
-            x = keras_vgg.preprocess_input(image[None], data_format="channels_last")
+            image = rescale(_decode(data, max_pixels, max_aspect), test_scale)
+            x = normalize(image, mean_rgb)[None]
             if flip:  # both in one batch: same size, one pass
                 x = tf.concat([x, tf.reverse(x, axis=[2])], axis=0)
             return tf.reduce_mean(net(x), axis=0)
 
-        # Images differ in size, so each one goes through the network alone.
-        probabilities = tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec(
-            [classes], tf.float32))
+        count = tf.size(image_bytes)
+        check = tf.debugging.Assert(count <= max_images, [
+            f"serve_image_bytes takes at most {max_images} images per request (set "
+            "at export by --max_images). Received:", count])
+        with tf.control_dependencies([check]):
+            image_bytes = tf.identity(image_bytes)
+        # Images differ in size, so each one goes through the network alone,
+        # one after another: memory holds one decoded image at a time.
+        probabilities = tf.map_fn(one, image_bytes, parallel_iterations=1,
+                                  fn_output_signature=tf.TensorSpec([classes], tf.float32))
         return heads(probabilities, top_k, labels)
 
     module = tf.Module()
@@ -113,13 +175,20 @@ def _saved_model_module(dense, test_scale, flip, top_k):
 
 
 def export_saved_model(dense, path, test_scale=DEFAULT_TEST_SCALE, flip=False,
-                       top_k=DEFAULT_TOP_K):
+                       top_k=DEFAULT_TOP_K, mean_rgb=None, max_pixels=DEFAULT_MAX_PIXELS,
+                       max_images=DEFAULT_MAX_IMAGES, max_aspect=DEFAULT_MAX_ASPECT_RATIO):
     """Writes the SavedModel of a fully-convolutional VGG to `path` (non-atomic).
 
     Use `export` for the versioned, atomic layout; this is the conversion
-    itself, for a model made by `keras_vgg.fully_convolutional`.
+    itself, for a model made by `keras_vgg.fully_convolutional`. `mean_rgb`
+    is what `serve_image_bytes` subtracts (default ImageNet's, as
+    `keras_vgg.preprocess_input`).
     """
     import tensorflow as tf
 
-    module, signatures = _saved_model_module(dense, test_scale, flip, top_k)
+    from keras_vgg.recipes.data import IMAGENET_MEAN_RGB
+
+    module, signatures = _saved_model_module(
+        dense, test_scale, flip, top_k, tuple(mean_rgb or IMAGENET_MEAN_RGB),
+        max_pixels, max_images, max_aspect)
     tf.saved_model.save(module, path, signatures=signatures)

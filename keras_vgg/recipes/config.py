@@ -40,6 +40,15 @@ def define_data_flags():
         "for ImageNet, ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar.")
     flags.DEFINE_boolean("download", True, "Let TFDS download and prepare a "
                          "dataset that is not prepared yet.")
+    flags.DEFINE_boolean(
+        "trust_model_code", False, "Load .keras files even when they hold "
+        "code that runs on loading (a Lambda layer); by default such "
+        "files, which may come from strangers, are refused.")
+    flags.DEFINE_boolean(
+        "strict_data", False, "A folder dataset's images are all decoded once "
+        "before the first step; those that do not decode are skipped (their "
+        "paths written to unreadable_images.json in the run's directory), or "
+        "with --strict_data the run stops at start-up listing them.")
     flags.DEFINE_string(
         "mean_rgb", None, "Mean RGB subtracted from inputs: 'imagenet' (the "
         "package's ImageNet mean), 'dataset' (computed from the training "
@@ -275,6 +284,7 @@ def train_config():
         dropout=FLAGS.dropout, init=FLAGS.init, init_from=FLAGS.init_from,
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
         manual_dir=FLAGS.manual_dir, download=FLAGS.download,
+        strict_data=FLAGS.strict_data, trust_model_code=FLAGS.trust_model_code,
         train_split=FLAGS.train_split, val_split=FLAGS.val_split,
         image_size=FLAGS.image_size, scale=scale, eval_scale=FLAGS.eval_scale,
         color_shift=FLAGS.color_shift, mean_rgb=FLAGS.mean_rgb or "imagenet",
@@ -359,7 +369,9 @@ def transfer_config():
         widths=tuple(int(w) for w in FLAGS.widths), fc_units=FLAGS.fc_units,
         explicit=explicit, dropout=FLAGS.dropout, dataset=FLAGS.dataset,
         data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
-        download=FLAGS.download, train_split=FLAGS.train_split,
+        download=FLAGS.download, strict_data=FLAGS.strict_data,
+        trust_model_code=FLAGS.trust_model_code,
+        train_split=FLAGS.train_split,
         val_split=FLAGS.val_split, image_size=FLAGS.image_size, scale=scale,
         eval_scale=FLAGS.eval_scale, color_shift=FLAGS.color_shift,
         mean_rgb=FLAGS.mean_rgb or "auto", batch_size=FLAGS.batch_size,

@@ -55,18 +55,19 @@ def define_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    import keras
-
-    from keras_vgg.recipes import evaluation, runs, sources
+    from keras_vgg.recipes import evaluation, runs, screening, sources
 
     missing = [p for p in FLAGS.model if not os.path.exists(p)]
     if missing:
         sys.exit(f"error: --model: no such file(s): {', '.join(missing)}")
     try:
-        source = sources.load_source(FLAGS.dataset, FLAGS.data_dir,
-                                      FLAGS.manual_dir, val_split=FLAGS.split,
-                                      download=FLAGS.download)
-        models = [keras.saving.load_model(p, compile=False) for p in FLAGS.model]
+        # The models first: a refused or broken file fails before any data is read.
+        models = [runs.load_model(p, FLAGS.trust_model_code) for p in FLAGS.model]
+        output = FLAGS.output or str(pathlib.Path(FLAGS.model[0]).with_name("eval.json"))
+        source = screening.screen(
+            sources.load_source(FLAGS.dataset, FLAGS.data_dir, FLAGS.manual_dir,
+                                val_split=FLAGS.split, download=FLAGS.download),
+            pathlib.Path(output).parent, FLAGS.strict_data, splits=("val",))
         means = [runs.model_mean(p, FLAGS.mean_rgb) for p in FLAGS.model]
         results = evaluation.evaluate_models(
             models, source.val, FLAGS.protocol, [int(s) for s in FLAGS.scales],
@@ -75,7 +76,6 @@ def main(argv):
         sys.exit(f"error: {e}")
     results.update(dataset=source.name, split=source.val.name,
                    model_files=list(FLAGS.model))
-    output = FLAGS.output or str(pathlib.Path(FLAGS.model[0]).with_name("eval.json"))
     pathlib.Path(output).write_text(json.dumps(results, indent=2) + "\n")
     print(evaluation.format_results(results))
     print(f"Wrote {output}")

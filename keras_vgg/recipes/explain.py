@@ -45,6 +45,10 @@ class ExplainError(Exception):
 
 
 def define_flags():
+    flags.DEFINE_boolean(
+        "trust_model_code", False, "Load .keras files even when they hold "
+        "code that runs on loading (a Lambda layer); by default such "
+        "files, which may come from strangers, are refused.")
     flags.DEFINE_string("model", None, "A `.keras` file made by a recipe (or "
                         "any keras_vgg model), or vgg16/vgg19 with "
                         "--weights=imagenet.")
@@ -83,10 +87,8 @@ def define_flags():
         message="--mean_rgb must be 'auto', 'imagenet' or three numbers 'R,G,B'.")
 
 
-def load_model(name, weights):
+def load_model(name, weights, trust=False):
     """The model, from a `.keras` file or (vgg16/vgg19) pretrained weights."""
-    import keras
-
     import keras_vgg  # registers the custom layers, so `.keras` files load
 
     if weights == "imagenet":
@@ -100,7 +102,11 @@ def load_model(name, weights):
     if not os.path.exists(name):
         raise ExplainError(f"--model: no such file: {name} (a .keras file, or "
                            "vgg16/vgg19 with --weights=imagenet)")
-    return keras.saving.load_model(name, compile=False)
+    from keras_vgg.recipes import runs
+    try:
+        return runs.load_model(name, trust)
+    except ValueError as e:
+        raise ExplainError(str(e)) from None
 
 
 def class_names(model, summary):
@@ -171,14 +177,14 @@ class Preprocess:
         return image.numpy(), data_lib.normalize(image, self.mean_rgb).numpy()
 
 
-def prepare(model_path, weights=None, mean_rgb="auto", scale=0):
+def prepare(model_path, weights=None, mean_rgb="auto", scale=0, trust=False):
     """(the model, its `Preprocess`, its class names), from the run beside
     `model_path` where there is one (summary.json: mean RGB, Q, class
     names)."""
     from keras_vgg.recipes import data as data_lib
     from keras_vgg.recipes import runs
 
-    model = load_model(model_path, weights)
+    model = load_model(model_path, weights, trust)
     if weights:   # no run beside it: ImageNet's mean, Q = 256
         summary = {}
         mean = data_lib.parse_mean_rgb("imagenet" if mean_rgb == "auto" else mean_rgb)
@@ -310,7 +316,8 @@ def main(argv):
                                f"Received: --layer={','.join(FLAGS.layer)}")
         files = list_images(FLAGS.images) if FLAGS.mode != "filters" else []
         model, preprocess, names = prepare(FLAGS.model, FLAGS.weights,
-                                           FLAGS.mean_rgb, FLAGS.scale)
+                                           FLAGS.mean_rgb, FLAGS.scale,
+                                           FLAGS.trust_model_code)
         if FLAGS.class_index is not None and FLAGS.class_index >= len(names):
             raise ExplainError(f"--class_index={FLAGS.class_index} out of range: "
                                f"the model has {len(names)} classes.")

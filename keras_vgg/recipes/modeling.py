@@ -194,7 +194,7 @@ def _weighted_layers(model):
     return {layer.name: layer for layer in model.layers if layer.weights}
 
 
-def warm_start(model, source):
+def warm_start(model, source, trust=False):
     """Initialises `model` from a trained `source` model, as the paper did.
 
     * `source` has the same layers (e.g. a model trained at a smaller S, for
@@ -215,7 +215,11 @@ def warm_start(model, source):
         TrainingError: no rule applies, or shapes differ.
     """
     if not isinstance(source, keras.Model):
-        source = keras.saving.load_model(source, compile=False)
+        from keras_vgg.recipes import runs
+        try:
+            source = runs.load_model(source, trust)
+        except ValueError as e:
+            raise TrainingError(f"--init_from: {e}") from None
     src, dst = _weighted_layers(source), _weighted_layers(model)
     src_convs = {n for n, layer in src.items()
                  if isinstance(layer, keras.layers.Conv2D)}

@@ -108,7 +108,7 @@ def describe(model):
 
 def load_source(weights, model="D", batch_norm=False,
                 widths=keras_vgg.models.WIDTHS, fc_units=keras_vgg.models.FC_UNITS,
-                explicit=()):
+                explicit=(), trust=False):
     """Loads the source network of a transfer.
 
     Args:
@@ -117,6 +117,7 @@ def load_source(weights, model="D", batch_norm=False,
             for (a `.keras` file says its own).
         explicit: names among these four that the user gave; a `.keras`
             file of another architecture than an explicit one is refused.
+        trust: load a `.keras` file even if it runs code on loading.
 
     Returns:
         A `SourceNet`.
@@ -138,7 +139,8 @@ def load_source(weights, model="D", batch_norm=False,
             f"--weights={path!r}: no such file. Give 'imagenet' (configurations "
             "D and E) or a .keras, .h5, .weights.h5, .pth or .safetensors file.")
     if path.endswith(".keras"):
-        return _from_keras_file(path, config, batch_norm, widths, fc_units, explicit)
+        return _from_keras_file(path, config, batch_norm, widths, fc_units, explicit,
+                                trust)
     classes, fc1_inputs = _head_in_file(path)
     # fc1 sees an (s/32 x s/32 x widths[-1]) map: its kernel gives the input side s.
     size = 32 * round((fc1_inputs / widths[-1]) ** 0.5) if classes else None
@@ -158,13 +160,13 @@ def load_source(weights, model="D", batch_norm=False,
     return SourceNet(net, config, batch_norm, tuple(widths), fc_units, size, path)
 
 
-def _from_keras_file(path, config, batch_norm, widths, fc_units, explicit):
+def _from_keras_file(path, config, batch_norm, widths, fc_units, explicit, trust):
+    from keras_vgg.recipes import runs
+
     try:
-        net = keras.saving.load_model(path, compile=False)
-    except Exception as e:  # Keras raises many kinds on a bad archive
-        raise WeightsError(f"--weights={path!r} is not a loadable .keras model: "
-                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                           ) from None
+        net = runs.load_model(path, trust)
+    except ValueError as e:
+        raise WeightsError(f"--weights: {e}") from None
     found = describe(net)
     wanted = {"model": config, "batch_norm": batch_norm, "widths": tuple(widths),
               "fc_units": fc_units}

@@ -29,13 +29,16 @@ class Split:
 
     `fingerprint` names its content (for folders, every file's path, size
     and modification time; for TFDS, the dataset, version and split), so
-    caches of what was computed from it know when it changed.
+    caches of what was computed from it know when it changed. Folder splits
+    also list their `files`, so unreadable ones can be named and left out
+    (`keras_vgg.recipes.screening`).
     """
 
     name: str
     examples: tf.data.Dataset
     size: int
     fingerprint: str = ""
+    files: list = None   # for folders: the (path, label) of each image
 
 
 @dataclasses.dataclass
@@ -121,8 +124,8 @@ def load_folder(root, val_split=None):
     if not train or not val:
         raise DataError(f"Dataset folder {str(root)!r} has no images for "
                         f"{'training' if not train else 'validation'}.")
-    return Source(f"folder:{root}", _file_split("train", train),
-                  _file_split(val_dir.name if val_dir else "val", val),
+    return Source(f"folder:{root}", file_split("train", train),
+                  file_split(val_dir.name if val_dir else "val", val),
                   class_names)
 
 
@@ -146,7 +149,8 @@ def _list_images(root, class_names):
     return files
 
 
-def _file_split(name, files):
+def file_split(name, files):
+    """A `Split` reading `files`, a list of `(path, label)`."""
     paths = tf.constant([f for f, _ in files])
     labels = tf.constant([label for _, label in files], tf.int64)
     examples = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
@@ -156,7 +160,8 @@ def _file_split(name, files):
     for path, label in files:
         stat = os.stat(path)
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{label}\n".encode())
-    return Split(name, examples, len(files), "folder:" + digest.hexdigest()[:16])
+    return Split(name, examples, len(files), "folder:" + digest.hexdigest()[:16],
+                 list(files))
 
 
 def imagenet_instructions(data_dir, manual_dir):

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import keras_vgg
 from keras_vgg.recipes import data as data_lib
-from keras_vgg.recipes import distribute, sources
+from keras_vgg.recipes import distribute, screening, sources
 from keras_vgg.recipes.callbacks import (Backup, HistoryCSV, NaNGuard,
                                          PlateauSchedule, TrainingError,
                                          atomic_write, read_backup,
@@ -46,6 +46,8 @@ class TrainConfig:
     data_dir: str = None
     manual_dir: str = None
     download: bool = True
+    strict_data: bool = False          # stop on unreadable images instead of skipping
+    trust_model_code: bool = False     # load .keras files that run code (Lambda)
     train_split: str = "train"
     val_split: str = None
     image_size: int = 224
@@ -105,8 +107,10 @@ def train(cfg):
     strategy, chief, workers, work_dir = start_run(cfg)
     replicas = strategy.num_replicas_in_sync
 
-    source = sources.load_source(cfg.dataset, cfg.data_dir, cfg.manual_dir,
-                                  cfg.train_split, cfg.val_split, cfg.download)
+    source = screening.screen(
+        sources.load_source(cfg.dataset, cfg.data_dir, cfg.manual_dir,
+                            cfg.train_split, cfg.val_split, cfg.download),
+        work_dir, cfg.strict_data, log=_log)
     mean_rgb = data_lib.parse_mean_rgb(cfg.mean_rgb, source.train)
     steps = steps_per_epoch(cfg, source.train.size, replicas)
     lr = cfg.learning_rate * cfg.batch_size / PAPER_BATCH
@@ -128,7 +132,7 @@ def train(cfg):
     with strategy.scope():
         model = build_model(cfg, source.num_classes)
         if cfg.init_from and not restored:
-            copied = warm_start(model, cfg.init_from)
+            copied = warm_start(model, cfg.init_from, trust=cfg.trust_model_code)
             _log(f"Warm start from {cfg.init_from}: copied {', '.join(copied)}.")
         compile_model(model, cfg, lr)
         prebuild(model, cfg.image_size)

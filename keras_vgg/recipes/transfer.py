@@ -35,7 +35,7 @@ import tensorflow as tf
 import keras_vgg
 from keras_vgg.recipes import data as data_lib
 from keras_vgg.recipes import (distribute, feature_cache, metrics, pretrained, runs,
-                               sources, svm)
+                               screening, sources, svm)
 from keras_vgg.recipes.callbacks import TrainingError, atomic_write, read_backup, read_history
 from keras_vgg.recipes.modeling import compile_model, prebuild
 from keras_vgg.recipes.training import (EVAL_BATCH, PAPER_BATCH, fit_resumable,
@@ -63,6 +63,8 @@ class TransferConfig:
     data_dir: str = None
     manual_dir: str = None
     download: bool = True
+    strict_data: bool = False          # stop on unreadable images instead of skipping
+    trust_model_code: bool = False     # load .keras files that run code (Lambda)
     train_split: str = "train"
     val_split: str = None              # held out; default 'test', else 'validation'
     image_size: int = 0                # 0: the source's input size (224)
@@ -119,7 +121,8 @@ def transfer(cfg):
     distribute.make_strategy(cfg.cpu_replicas)
     # Then the source: weights that do not fit fail before any data is read.
     nets = [pretrained.load_source(w, cfg.model, cfg.batch_norm, cfg.widths,
-                                   cfg.fc_units, cfg.explicit) for w in weights]
+                                   cfg.fc_units, cfg.explicit, cfg.trust_model_code)
+            for w in weights]
     net = nets[0]
     missing = [n.origin for n in nets if not n.has_top]
     if cfg.strategy == "svm" and missing:
@@ -137,9 +140,11 @@ def transfer(cfg):
                             f"size {image_size}.")
     strategy, chief, workers, work_dir = start_run(cfg)
     replicas = strategy.num_replicas_in_sync
-    target = sources.load_source(cfg.dataset, cfg.data_dir, cfg.manual_dir,
-                                 cfg.train_split, cfg.val_split, cfg.download,
-                                 val_preference=("test", "validation"))
+    target = screening.screen(
+        sources.load_source(cfg.dataset, cfg.data_dir, cfg.manual_dir,
+                            cfg.train_split, cfg.val_split, cfg.download,
+                            val_preference=("test", "validation")),
+        work_dir, cfg.strict_data, log=_log)
     mean_rgb = _mean_rgb(cfg.mean_rgb, weights[0], target.train)
     cache_dir = pathlib.Path(cfg.cache_dir or work_dir / "cache")
     _log(f"keras_vgg transfer ({cfg.strategy}): {', '.join(n.origin for n in nets)} "
