@@ -4,10 +4,33 @@ bit flips, other formats. Shared by tests/test_hostile_input.py and the
 serving fuzzer. No tests here."""
 
 import io
+import os
+import re
 import struct
 import zlib
 
 import numpy as np
+
+
+def rss_mib():
+    """This process's resident memory now."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def reset_peak():
+    """Start a new peak (Linux clear_refs 5), so that peak_mib() measures
+    one request. ru_maxrss would not do: it is the whole life's peak, and a
+    child process inherits its parent's from before exec (a large pytest
+    process once read as a 2.8 GiB request)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_mib():
+    """The peak resident memory since reset_peak() (VmHWM)."""
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1)) / 1024
 
 
 def _chunk(kind, payload):
