@@ -39,6 +39,8 @@ import time
 
 from absl import app, flags, logging
 
+from keras_vgg.export import deploy, litert_export
+from keras_vgg.export.choices import parse_choices
 from keras_vgg.export.onnx_export import ONNX_FILE, check_onnx_model, export_onnx
 from keras_vgg.export.serving import (DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAGES,
                                       DEFAULT_MAX_PIXELS,
@@ -50,7 +52,8 @@ from keras_vgg.export.serving import (DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_IMAG
 # PROCESS_ENV before TensorFlow loads, and benchmark_export.py reads it
 # without loading TensorFlow.
 
-FORMATS = ("saved_model", "onnx")
+FORMATS = ("saved_model", "onnx", "onnx_int8", "litert")
+DEFAULT_FORMATS = ("saved_model", "onnx")
 # Set by the command line before TensorFlow loads. oneDNN's allocator (TF's
 # default on x86) keeps every freed buffer for reuse, so the temporaries of
 # loading a model (random initialisation of fc1 alone: 3 x 0.4 GiB) stay in
@@ -59,11 +62,11 @@ FORMATS = ("saved_model", "onnx")
 PROCESS_ENV = {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}
 
 
-def export(model, output, name, version=None, formats=FORMATS,
+def export(model, output, name, version=None, formats=DEFAULT_FORMATS,
            test_scale=DEFAULT_TEST_SCALE, flip=False, top_k=None,
            check_onnx=True, mean_rgb=None, max_pixels=DEFAULT_MAX_PIXELS,
            max_images=DEFAULT_MAX_IMAGES, max_aspect_ratio=DEFAULT_MAX_ASPECT_RATIO,
-           trust_model_code=False):
+           trust_model_code=False, deploy_options=None):
     """Exports a VGG classifier as a TF Serving SavedModel and/or ONNX.
 
     Args:
@@ -74,8 +77,9 @@ def export(model, output, name, version=None, formats=FORMATS,
         version: positive integer; defaults to one more than the largest
             existing version (1 if none). An existing version is never
             overwritten.
-        formats: any of `"saved_model"`, `"onnx"` (a list, or a string with
-            comma-separated values).
+        formats: any of `"saved_model"`, `"onnx"`, `"onnx_int8"` (ONNX
+            Runtime static int8), `"litert"` (`.tflite` files, see
+            `deploy_options`), as a list or a comma-separated string.
         test_scale: Q, the smallest side images given as bytes are rescaled
             to (paper, section 3.2); at least the model's input size.
         flip: also classify the horizontally flipped image given as bytes and
@@ -93,13 +97,17 @@ def export(model, output, name, version=None, formats=FORMATS,
         max_images: `serve_image_bytes` refuses requests of more images.
         trust_model_code: load a `.keras` file even if it runs code on
             loading (a Lambda layer); refused by default.
+        deploy_options: a `keras_vgg.export.deploy.Options` (LiteRT
+            precisions, calibration images) for `onnx_int8` and `litert`.
         max_aspect_ratio: `serve_image_bytes` refuses images whose longest
             side is more than this times the shortest (rescaled to Q, a thin
             strip becomes a huge image).
 
     Returns:
-        A dict: `path` (the version directory), `version`, `formats`, and for
-        ONNX `onnx_max_abs_diff` (None when `check_onnx=False`).
+        A dict: `path` (the version directory), `version`, `formats`, for
+        ONNX `onnx_max_abs_diff` (None when `check_onnx=False`), and for the
+        deployment formats `artifacts`: each file's size and check against
+        TensorFlow (top-1 agreement, difference).
 
     Raises:
         ValueError: the model is not an exportable VGG, or an argument is out
@@ -107,6 +115,8 @@ def export(model, output, name, version=None, formats=FORMATS,
         FileExistsError: `version` already exists.
     """
     formats = _parse_formats(formats)
+    deploy_options = deploy_options or deploy.Options()
+    deploy.check_options(formats, deploy_options)   # before any slow step
     if not name or os.sep in name or name.startswith(".") or name != name.strip():
         raise ValueError(f"`name` must be a plain directory name. Received: name={name!r}")
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
@@ -161,6 +171,10 @@ def export(model, output, name, version=None, formats=FORMATS,
             if check_onnx:
                 _log_stage("ONNX check", started)
                 result["onnx_max_abs_diff"] = check_onnx_model(dense, onnx_path)
+        result["artifacts"] = deploy.write(
+            dense, staging, formats, deploy_options, image_size=max(info["min_size"]),
+            test_scale=test_scale, mean_rgb=mean_rgb or _imagenet_mean(),
+            top_k=top_k, log_stage=lambda stage: _log_stage(stage, started))
         if os.path.exists(final):
             raise FileExistsError(f"Version {version} appeared in {base} during "
                                   "the export; not overwriting it.")
@@ -177,19 +191,17 @@ def export(model, output, name, version=None, formats=FORMATS,
     return result
 
 
+def _imagenet_mean():
+    from keras_vgg.recipes.data import IMAGENET_MEAN_RGB
+    return IMAGENET_MEAN_RGB
+
+
 def _log_stage(stage, started):
     logging.info("[%6.1f s] %s ...", time.monotonic() - started, stage)
 
 
 def _parse_formats(formats):
-    if isinstance(formats, str):
-        formats = formats.split(",")
-    formats = [f.strip() for f in formats if f.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ValueError(f"Unknown export format(s) {unknown or formats}. "
-                         f"Allowed: {', '.join(FORMATS)} (comma-separated).")
-    return [f for f in FORMATS if f in formats]
+    return parse_choices(formats, FORMATS, "export format")
 
 
 def _resolve_version(base, version):
@@ -267,7 +279,24 @@ def define_flags():
     flags.DEFINE_string("output", None, "Base directory; writes OUTPUT/NAME/VERSION/.")
     flags.DEFINE_string("name", None, "Model name (TF Serving's MODEL_NAME).")
     flags.DEFINE_integer("version", None, "Version; defaults to the next free integer.")
-    flags.DEFINE_list("format", list(FORMATS), f"Formats to write: {', '.join(FORMATS)}.")
+    flags.DEFINE_list("format", list(DEFAULT_FORMATS), "Formats to write: saved_model "
+                      "(TF Serving), onnx, onnx_int8 (ONNX Runtime static int8), "
+                      "litert (.tflite at --litert_precisions).")
+    flags.DEFINE_list("litert_precisions", list(litert_export.PRECISIONS),
+                      "LiteRT models to write: float32, float16 (weights), "
+                      "dynamic_int8 (int8 weights), int8 (full integer, calibrated).")
+    flags.DEFINE_bool("litert_dense", False, "LiteRT models take images of any size "
+                      "of at least the input size (the runtime resizes the input), "
+                      "not the fixed input size.")
+    flags.DEFINE_bool("int8_io", False, "Full-integer LiteRT with int8 inputs and "
+                      "outputs (integer-only accelerators).")
+    flags.DEFINE_string("calibration_data", None, "Images for int8 calibration: "
+                        "folder:PATH or a TFDS name; preprocessed as evaluation does.")
+    flags.DEFINE_string("calibration_split", None, "TFDS split of --calibration_data "
+                        "(default train).")
+    flags.DEFINE_integer("calibration_images", 300, "Calibration images (spread "
+                         "over the split).", lower_bound=1)
+    flags.DEFINE_string("data_dir", None, "TFDS data directory for --calibration_data.")
     flags.DEFINE_integer("test_scale", DEFAULT_TEST_SCALE,
                          "Q: smallest image side for `serve_image_bytes`.")
     flags.DEFINE_bool("flip", False, "`serve_image_bytes` also averages over the "
@@ -298,12 +327,19 @@ def main(argv):
         if not getattr(FLAGS, required):
             raise app.UsageError(f"--{required} is required.")
     logging.set_verbosity(logging.INFO)
-    result = export(FLAGS.model, FLAGS.output, FLAGS.name, version=FLAGS.version,
-                    formats=FLAGS.format, test_scale=FLAGS.test_scale,
-                    flip=FLAGS.flip, top_k=FLAGS.top_k, check_onnx=FLAGS.check_onnx,
-                    max_pixels=FLAGS.max_pixels, max_images=FLAGS.max_images,
-                    max_aspect_ratio=FLAGS.max_aspect_ratio,
-                    trust_model_code=FLAGS.trust_model_code)
+    try:
+        result = export(FLAGS.model, FLAGS.output, FLAGS.name, version=FLAGS.version,
+                        formats=FLAGS.format, test_scale=FLAGS.test_scale,
+                        flip=FLAGS.flip, top_k=FLAGS.top_k, check_onnx=FLAGS.check_onnx,
+                        max_pixels=FLAGS.max_pixels, max_images=FLAGS.max_images,
+                        max_aspect_ratio=FLAGS.max_aspect_ratio,
+                        trust_model_code=FLAGS.trust_model_code,
+                        deploy_options=deploy.Options(
+                            FLAGS.litert_precisions, FLAGS.litert_dense, FLAGS.int8_io,
+                            FLAGS.calibration_data, FLAGS.calibration_split,
+                            FLAGS.calibration_images, FLAGS.data_dir))
+    except ValueError as e:   # bad arguments, a refused file, no calibration images
+        sys.exit(f"error: {e}")
     print(result["path"])
 
 
