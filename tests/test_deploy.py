@@ -135,3 +135,22 @@ def test_a_wrong_model_fails_the_check(tmp_path, rng):
         litert_export.check(flatbuffer, dense, x, "float32")
     assert litert_export.check(litert_export.convert(dense, "float32", SIZE), dense, x,
                                "float32")["top1_agreement"] == 1.0
+
+
+@pytest.mark.parametrize("precision", ["int8", "dynamic_int8"])
+def test_the_int8_check_catches_a_channel_swap(tmp_path, rng, precision):
+    """int8's check (the average image's largest difference) passes
+    quantization noise and fails the classic porting bug, BGR read as RGB."""
+    model, _ = tiny(tmp_path, "B", True, rng)
+    dense = keras_vgg.fully_convolutional(model)
+    swapped = keras_vgg.fully_convolutional(model)
+    kernel, bias = swapped.get_layer("block1_conv1").get_weights()
+    swapped.get_layer("block1_conv1").set_weights([kernel[:, :, ::-1], bias])
+    x = rng.normal(0, 60, (48, SIZE, SIZE, 3)).astype("float32")
+    x[..., 0] += 40   # colour that a channel order changes
+    good = litert_export.check(litert_export.convert(dense, precision, SIZE, calibration=x),
+                               dense, x[:32], precision)
+    assert good["relative_to"] == "mean over images" and good["top1_agreement"] >= 0.9
+    with pytest.raises(AssertionError, match=f"LiteRT {precision} differs .* on average"):
+        litert_export.check(litert_export.convert(swapped, precision, SIZE, calibration=x),
+                            dense, x[:32], precision)

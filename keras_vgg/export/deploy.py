@@ -33,15 +33,25 @@ class Options:
         calibration_split: TFDS split (default `train`).
         calibration_images: how many.
         data_dir: TFDS' data directory.
+        int8_tolerance: how far the int8 and dynamic-int8 models may be from
+            TensorFlow, on average per image, as a fraction of the outputs'
+            spread (`agreement.compare`); default `litert_export.TOLERANCE`'s.
+            An untrained model (random weights) has no meaningful agreement:
+            raise it there.
     """
 
     def __init__(self, litert_precisions=litert_export.PRECISIONS, litert_dense=False,
                  int8_io=False, calibration_data=None, calibration_split=None,
-                 calibration_images=300, data_dir=None):
+                 calibration_images=300, data_dir=None, int8_tolerance=None):
         self.litert_precisions = litert_export.parse_precisions(litert_precisions)
         self.litert_dense, self.int8_io = litert_dense, int8_io
         self.calibration_data, self.calibration_split = calibration_data, calibration_split
         self.calibration_images, self.data_dir = calibration_images, data_dir
+        self.int8_tolerance = litert_export.TOLERANCE["int8"] \
+            if int8_tolerance is None else float(int8_tolerance)
+        if not self.int8_tolerance > 0:
+            raise ValueError("`int8_tolerance` must be positive. "
+                             f"Received: int8_tolerance={int8_tolerance!r}")
         if not isinstance(calibration_images, int) or calibration_images < 1:
             raise ValueError("`calibration_images` must be a positive integer. "
                              f"Received: calibration_images={calibration_images!r}")
@@ -96,7 +106,8 @@ def write(dense, staging, formats, options, *, image_size, test_scale, mean_rgb,
         path = os.path.join(staging, onnx_quantize.ONNX_INT8_FILE)
         size = onnx_quantize.quantize(fp32, path, images)
         artifacts[onnx_quantize.ONNX_INT8_FILE] = {
-            "bytes": size, "check": onnx_quantize.check(dense, path, checks)}
+            "bytes": size, "check": onnx_quantize.check(
+                dense, path, checks, options.int8_tolerance)}
         if made_fp32:
             for name in (ONNX_FILE, ONNX_FILE + ".data"):
                 os.remove(os.path.join(staging, name))
@@ -110,7 +121,8 @@ def write(dense, staging, formats, options, *, image_size, test_scale, mean_rgb,
             with open(os.path.join(staging, name), "wb") as f:
                 f.write(flatbuffer)
             artifacts[name] = {"bytes": len(flatbuffer), "check": litert_export.check(
-                flatbuffer, dense, checks, precision)}
+                flatbuffer, dense, checks, precision,
+                options.int8_tolerance if precision in litert_export.INT8 else None)}
             del flatbuffer
     for name, artifact in artifacts.items():
         logging.info("%s: %.1f MB, top-1 agreement with TensorFlow %.3f", name,

@@ -297,6 +297,11 @@ def define_flags():
     flags.DEFINE_integer("calibration_images", 300, "Calibration images (spread "
                          "over the split).", lower_bound=1)
     flags.DEFINE_string("data_dir", None, "TFDS data directory for --calibration_data.")
+    flags.DEFINE_float("int8_tolerance", litert_export.TOLERANCE["int8"],
+                       "The int8 models' check: their largest output difference "
+                       "from TensorFlow per image, averaged over the check images, "
+                       "as a fraction of the outputs' spread. Raise it only for a "
+                       "model with untrained weights.")
     flags.DEFINE_integer("test_scale", DEFAULT_TEST_SCALE,
                          "Q: smallest image side for `serve_image_bytes`.")
     flags.DEFINE_bool("flip", False, "`serve_image_bytes` also averages over the "
@@ -337,7 +342,8 @@ def main(argv):
                         deploy_options=deploy.Options(
                             FLAGS.litert_precisions, FLAGS.litert_dense, FLAGS.int8_io,
                             FLAGS.calibration_data, FLAGS.calibration_split,
-                            FLAGS.calibration_images, FLAGS.data_dir))
+                            FLAGS.calibration_images, FLAGS.data_dir,
+                            FLAGS.int8_tolerance))
     except ValueError as e:   # bad arguments, a refused file, no calibration images
         sys.exit(f"error: {e}")
     print(result["path"])

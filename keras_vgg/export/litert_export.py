@@ -20,9 +20,12 @@ FILES = {"float32": "model_fp32.tflite", "float16": "model_fp16.tflite",
 # Largest difference from TensorFlow allowed, relative to the spread (max -
 # min) of TensorFlow's outputs on the check images, per precision. float32
 # differs by summation order only; float16 weights lose 11 bits of mantissa;
-# int8 gets a bound that a wrong model (a channel order, a missing layer)
-# exceeds while quantization noise does not; its top-1 agreement is reported.
-TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "dynamic_int8": 0.25, "int8": 0.25}
+# the int8 precisions get a bound on the average image's largest difference
+# that a wrong model (a channel order, a missing layer) exceeds while
+# quantization noise does not (measured on the trained smoke model: 0.003
+# LiteRT, 0.008-0.016 ONNX Runtime); their top-1 agreement is reported.
+TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "dynamic_int8": 0.1, "int8": 0.1}
+INT8 = ("dynamic_int8", "int8")
 
 
 def parse_precisions(precisions):
@@ -73,38 +76,40 @@ def convert(dense, precision, image_size, calibration=None, int8_io=False, dense
     return converter.convert()
 
 
-def run(flatbuffer, images, threads=None):
-    """The interpreter's outputs for `images` `(N, H, W, 3)`, one at a time
+def invoke(interpreter, x):
+    """One call of an allocated `interpreter` on the float32 batch `x`
     (int8 inputs and outputs quantized and dequantized here)."""
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    if inp["dtype"] == np.int8:
+        scale, zero = inp["quantization"]
+        x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    y = interpreter.get_tensor(out["index"])
+    if out["dtype"] == np.int8:
+        scale, zero = out["quantization"]
+        y = (y.astype(np.float32) - zero) * scale
+    return y
+
+
+def run(flatbuffer, images, threads=None):
+    """The interpreter's outputs for `images` `(N, H, W, 3)`, one at a time."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    inp = interpreter.get_input_details()[0]
     if tuple(inp["shape"][1:3]) != images.shape[1:3]:
         interpreter.resize_tensor_input(inp["index"], [1, *images.shape[1:]])
     interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    results = []
-    for x in images:
-        x = x[None]
-        if inp["dtype"] == np.int8:
-            scale, zero = inp["quantization"]
-            x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
-        interpreter.set_tensor(inp["index"], x)
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"])
-        if out["dtype"] == np.int8:
-            scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        results.append(y[0])
-    return np.stack(results)
+    return np.stack([invoke(interpreter, x[None])[0] for x in images])
 
 
-def check(flatbuffer, dense, images, precision):
+def check(flatbuffer, dense, images, precision, tolerance=None):
     """LiteRT against TensorFlow on `images` (`agreement.compare`), within
-    the precision's `TOLERANCE`."""
+    `tolerance` (default the precision's `TOLERANCE`)."""
     from keras_vgg.export.agreement import compare
 
     expected = dense(images, training=False)
     return compare(expected, run(flatbuffer, images), f"LiteRT {precision}",
-                   TOLERANCE[precision])
+                   TOLERANCE[precision] if tolerance is None else tolerance,
+                   per_image_mean=precision in INT8)

@@ -45,9 +45,10 @@ def quantize(fp32_path, int8_path, calibration):
     return os.path.getsize(int8_path)
 
 
-def check(dense, int8_path, images, tolerance=0.25):
+def check(dense, int8_path, images, tolerance=None):
     """ONNX Runtime's int8 model against TensorFlow on `images`
-    (`agreement.compare`; the tolerance is LiteRT int8's)."""
+    (`agreement.compare`, per image on average; the tolerance is LiteRT
+    int8's)."""
     import onnxruntime as ort
 
     from keras_vgg.export.agreement import compare
@@ -55,4 +56,7 @@ def check(dense, int8_path, images, tolerance=0.25):
     session = ort.InferenceSession(int8_path, providers=["CPUExecutionProvider"])
     got = np.concatenate([session.run(["probabilities"], {"images": x[None]})[0]
                           for x in images])
-    return compare(dense(images, training=False), got, "ONNX int8", tolerance)
+    from keras_vgg.export.litert_export import TOLERANCE
+    return compare(dense(images, training=False), got, "ONNX int8",
+                   TOLERANCE["int8"] if tolerance is None else tolerance,
+                   per_image_mean=True)
