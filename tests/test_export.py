@@ -332,18 +332,25 @@ def test_onnx_round_trip(tiny, rng):
 @pytest.mark.parametrize("config, batch_norm", [("A-LRN", False), ("B", True), ("C", False)])
 def test_onnx_other_configurations(tmp_path, rng, config, batch_norm):
     """LRN, BatchNorm (its moving statistics are non-trainable weights) and
-    1x1 convs convert too; `export` itself compares ONNX with TensorFlow."""
+    1x1 convs convert too; `export` itself compares ONNX with TensorFlow.
+    BatchNorm is folded into the convolutions: without LRN the graph is a
+    plain chain of Conv, Relu and MaxPool, with one Transpose (of the NHWC
+    input)."""
     model = keras_vgg.VGG(config, batch_norm=batch_norm, classes=10, **TINY)
-    if batch_norm:  # non-trivial moving statistics
+    if batch_norm:  # non-trivial statistics, scale and shift
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
-                mean, var = layer.moving_mean, layer.moving_variance
-                mean.assign(rng.normal(size=mean.shape).astype("float32"))
-                var.assign(rng.uniform(0.5, 2, size=var.shape).astype("float32"))
+                for weight, low, high in ((layer.moving_mean, -1, 1),
+                                          (layer.moving_variance, 0.5, 2),
+                                          (layer.gamma, 0.5, 2), (layer.beta, -1, 1)):
+                    weight.assign(rng.uniform(low, high, weight.shape).astype("float32"))
     result = export_vgg.export(model, str(tmp_path), "m", formats="onnx", top_k=3)
     assert result["onnx_max_abs_diff"] <= 1e-4
-    session = ort.InferenceSession(os.path.join(result["path"], "model.onnx"),
-                                   providers=["CPUExecutionProvider"])
+    path = os.path.join(result["path"], "model.onnx")
+    ops = [n.op_type for n in onnx.load(path, load_external_data=False).graph.node]
+    if config != "A-LRN":   # LRN itself is Mul, Pad, Pow... in ONNX
+        assert ops.count("Transpose") == 1 and not {"Mul", "Add", "BatchNormalization"} & set(ops)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     x = _images(rng, 1, 224, 256)
     expected = np.asarray(keras_vgg.fully_convolutional(model)(x))
     np.testing.assert_allclose(session.run(["probabilities"], {"images": x})[0], expected,

@@ -23,6 +23,52 @@ ONNX_TOLERANCE = 1e-4
 # dense evaluation (score map larger than 1x1) is exercised.
 ONNX_CHECK_SIZE = (256, 320)
 
+def fold_batch_norm(model):
+    """The same network with each BatchNormalization folded into the
+    convolution before it, for inference: `gamma * (conv(x) + b - mean) /
+    sqrt(var + eps) + beta` is a convolution with kernel `k * s` and bias
+    `(b - mean) * s + beta`, `s = gamma / sqrt(var + eps)`.
+
+    The ONNX graph is traced with the weights as inputs, so tf2onnx cannot
+    fold BatchNorm itself: it would stay a Mul and an Add in NHWC after each
+    Conv (in NCHW), with a Transpose on either side, and static int8 would
+    quantize the convolution's output before BatchNorm rescales it. Models
+    without BatchNorm (or not a chain of layers) come back unchanged.
+    """
+    import keras
+
+    from keras_vgg.chain import chain_layers
+
+    try:
+        layers = chain_layers(model)
+    except ValueError:
+        return model
+    if not any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers):
+        return model
+    x = inputs = keras.Input(shape=tuple(model.inputs[0].shape[1:]))
+    i = 0
+    while i < len(layers):
+        conv, bn = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+        channel_axis = -1 if getattr(conv, "data_format", None) == "channels_last" else 1
+        if not (isinstance(conv, keras.layers.Conv2D)
+                and isinstance(bn, keras.layers.BatchNormalization)
+                and bn.axis in (channel_axis, channel_axis % 4)):
+            x = conv(x)
+            i += 1
+            continue
+        folded = keras.layers.Conv2D.from_config({**conv.get_config(), "use_bias": True})
+        x = folded(x)
+        scale = np.asarray(bn.moving_variance) + bn.epsilon
+        scale = (np.asarray(bn.gamma) if bn.scale else 1.0) / np.sqrt(scale)
+        bias = np.asarray(conv.bias) if conv.use_bias else 0.0
+        folded.set_weights([
+            (np.asarray(conv.kernel) * scale).astype("float32"),   # HWIO: out is last
+            ((bias - np.asarray(bn.moving_mean)) * scale +
+             (np.asarray(bn.beta) if bn.center else 0.0)).astype("float32")])
+        i += 2
+    return keras.Model(inputs, x, name=model.name)
+
+
 def _onnx_function(dense, top_k):
     """The serving graph with the weights as inputs, plus those weights.
 
@@ -79,7 +125,7 @@ def export_onnx(dense, path, opset=ONNX_OPSET, top_k=DEFAULT_TOP_K):
     import onnx
     import tf2onnx
 
-    serve, signature, arrays, names = _onnx_function(dense, top_k)
+    serve, signature, arrays, names = _onnx_function(fold_batch_norm(dense), top_k)
     logging.info("tf2onnx: converting the graph (weights held out: %.0f MiB)",
                  sum(a.nbytes for a in arrays.values()) / 2**20)
     model, _ = tf2onnx.convert.from_function(serve, input_signature=signature,
