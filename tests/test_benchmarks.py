@@ -198,3 +198,53 @@ def test_transfer_epoch_runs_and_writes_its_figures(tmp_path):
     assert len(result["epoch_seconds_on_cache"]) == len(result["epoch_seconds_frozen_base"]) == 1
     assert result["speedup_median"] > 0 and result["svm_descriptor_seconds_per_image"] > 0
     assert "epoch takes" in proc.stdout
+
+
+def test_deploy_benchmark_times_every_format_and_scores_a_trained_model(tmp_path):
+    """`deploy.py` exports every format (in a child, peak memory recorded),
+    times each runtime on the same images, and scores each format on a run's
+    held-out images (tiny settings; the figures are not judged here)."""
+    import keras
+    import numpy as np
+
+    import keras_vgg
+    from keras_vgg.recipes import sources
+
+    data = sources.write_digits(tmp_path / "digits")
+    run = tmp_path / "run"
+    run.mkdir()
+    keras.utils.set_random_seed(0)
+    model = keras_vgg.VGG("A", classes=10, input_shape=(32, 32, 3), widths=(4, 8, 8, 16, 16),
+                          fc_units=32)
+    rng = np.random.default_rng(0)   # spread weights: outputs that depend on the image
+    model.set_weights([w + rng.normal(0, 0.3 / np.sqrt(max(1, w.size // w.shape[-1])),
+                                      w.shape).astype("float32") for w in model.get_weights()])
+    model.save(run / "model.keras")
+    (run / "summary.json").write_text(json.dumps({
+        "dataset": f"folder:{data}", "image_size": 32, "eval_scale": 36,
+        "mean_rgb": [78.0, 78.0, 78.0]}))
+    out = tmp_path / "deploy.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "deploy.py"),
+                           "--tiny", "--rounds=1", "--latency_repeats=2",
+                           "--calibration_images=16", "--int8_tolerance=1",   # untrained
+                           f"--accuracy_model={run / 'model.keras'}",
+                           f"--workdir={tmp_path / 'work'}", f"--out={out}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = {(r["runtime"], r["precision"]): r for r in result["speed"]["rows"]}
+    assert {("TensorFlow", "float32"), ("ONNX Runtime", "float32"), ("ONNX Runtime", "int8"),
+            ("LiteRT", "float32"), ("LiteRT", "float16"), ("LiteRT", "dynamic_int8"),
+            ("LiteRT", "int8")} <= set(rows)
+    assert rows[("LiteRT", "int8")]["bytes"] < rows[("LiteRT", "float32")]["bytes"] / 2
+    assert all(r["batch8_images_per_s"]["median"] > 0 and r["latency_ms"]["n"] == 2
+               for r in rows.values())
+    assert rows[("LiteRT", "float32")]["top1_agreement_with_tf_on_speed_images"] == 1.0
+    assert 0.3 < result["speed"]["export_peak_rss_gib"] < 4
+    assert set(result["speed"]["targets"]) == {"ONNX Runtime", "LiteRT"}
+    (scored,) = result["accuracy"]
+    assert scored["images"] == 299
+    tf_row = next(r for r in scored["rows"] if r["runtime"] == "TensorFlow")
+    assert tf_row["top1_agreement_with_tf_float32"] == 1.0
+    assert tf_row["accuracy_change_points"] == 0
+    assert "| LiteRT | int8 |" in (tmp_path / "deploy.md").read_text()
