@@ -42,9 +42,15 @@ class TorchVGG(nn.Module):
             self.pre_logits.fc2 = nn.Conv2d(fc, fc, 1)
             self.head = nn.Module()
             self.head.fc = nn.Linear(fc, classes)
-        with torch.no_grad():  # non-trivial BN statistics and affine terms
+        with torch.no_grad():
+            # He-normal weights and spread biases (PyTorch's default init at
+            # these widths gives logits that hardly depend on the image), and
+            # non-trivial BN statistics and affine terms.
             g = torch.Generator().manual_seed(depth)
             for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    m.weight.normal_(0, (2 / m.weight[0].numel()) ** 0.5, generator=g)
+                    m.bias.normal_(0, 0.1, generator=g)
                 if isinstance(m, nn.BatchNorm2d):
                     m.running_mean.normal_(0, 0.2, generator=g)
                     m.running_var.uniform_(0.5, 2.0, generator=g)
@@ -68,24 +74,51 @@ def reference(depth, batch_norm, layout):
     return net, x, logits
 
 
+def _save(net, tmp_path, layout, state=None):
+    state = net.state_dict() if state is None else state
+    if layout == "torchvision":
+        path = tmp_path / "vgg.pth"
+        torch.save(state, path)
+    else:
+        from safetensors.torch import save_file
+        path = tmp_path / "vgg.safetensors"
+        save_file(state, str(path))
+    return path
+
+
+def _tolerance(logits):
+    """1e-5 of the logits' spread; the test images' logits must differ from
+    each other by far more, or a comparison proves nothing."""
+    tolerance = 1e-5 * float(logits.max() - logits.min())
+    assert np.abs(logits[0] - logits[1]).max() > 1000 * tolerance
+    return tolerance
+
+
 @pytest.mark.parametrize("layout", ["torchvision", "timm"])
 @pytest.mark.parametrize("batch_norm", [False, True])
 @pytest.mark.parametrize("depth", [11, 13, 16, 19])
 def test_parity_with_pytorch(tmp_path, depth, batch_norm, layout):
     net, x, logits = reference(depth, batch_norm, layout)
-    if layout == "torchvision":
-        path = tmp_path / "vgg.pth"
-        torch.save(net.state_dict(), path)
-    else:
-        from safetensors.torch import save_file
-        path = tmp_path / "vgg.safetensors"
-        save_file(net.state_dict(), str(path))
+    path = _save(net, tmp_path, layout)
     model = keras_vgg.VGG(depth, batch_norm=batch_norm, classes=10,
                           classifier_activation=None, weights=str(path), **TINY)
-    np.testing.assert_allclose(model.predict(x, verbose=0), logits, rtol=1e-4, atol=1e-4)
+    atol = _tolerance(logits)
+    np.testing.assert_allclose(model.predict(x, verbose=0), logits, rtol=1e-4, atol=atol)
     # The same weights through the fully-convolutional head at 224 agree too.
     dense = keras_vgg.fully_convolutional(model)
-    np.testing.assert_allclose(dense.predict(x, verbose=0), logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dense.predict(x, verbose=0), logits, rtol=1e-4, atol=atol)
+
+
+@pytest.mark.parametrize("layout", ["torchvision", "timm"])
+def test_parity_catches_a_porting_bug(tmp_path, layout):
+    """The parity check fails for the classic porting bug: the first conv's
+    input channels reversed (RGB <-> BGR)."""
+    net, x, logits = reference(11, False, layout)
+    state = dict(net.state_dict())
+    state["features.0.weight"] = state["features.0.weight"].flip(1).contiguous()
+    path = _save(net, tmp_path, layout, state)
+    model = keras_vgg.VGG(11, classes=10, classifier_activation=None, weights=str(path), **TINY)
+    assert np.abs(model.predict(x, verbose=0) - logits).max() > 100 * _tolerance(logits)
 
 
 def test_headless_model_and_checkpoint_dict(tmp_path):
