@@ -22,7 +22,7 @@ def spread_torch_vgg(torch, batch_norm):
     from test_torch_weights import TorchVGG
 
     torch.manual_seed(0)
-    net = TorchVGG(11, batch_norm, "torchvision").eval()
+    net = TorchVGG(11, batch_norm, "torchvision", he_init=False).eval()
     with torch.no_grad():
         g = torch.Generator().manual_seed(1)
         for p in net.parameters():

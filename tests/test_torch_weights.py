@@ -19,7 +19,7 @@ CFGS = {11: "A", 13: "B", 16: "D", 19: "E"}
 
 class TorchVGG(nn.Module):
     def __init__(self, depth, batch_norm, layout, widths=TINY["widths"],
-                 fc=TINY["fc_units"], classes=10):
+                 fc=TINY["fc_units"], classes=10, he_init=True):
         super().__init__()
         layers, c = [], 3
         for kernels, w in zip(keras_vgg.CONFIGS[CFGS[depth]].kernels, widths):
@@ -48,7 +48,7 @@ class TorchVGG(nn.Module):
             # non-trivial BN statistics and affine terms.
             g = torch.Generator().manual_seed(depth)
             for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                if he_init and isinstance(m, (nn.Conv2d, nn.Linear)):
                     m.weight.normal_(0, (2 / m.weight[0].numel()) ** 0.5, generator=g)
                     m.bias.normal_(0, 0.1, generator=g)
                 if isinstance(m, nn.BatchNorm2d):
